@@ -1,0 +1,3 @@
+"""Batching and caching DataLoader for asyncio."""
+
+__version__ = "0.5.0"
