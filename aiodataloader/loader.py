@@ -1,0 +1,424 @@
+"""The DataLoader: collects the keys loaded in one tick, calls the batch function once for
+them, and caches one future per key.
+
+Compatibility contract: aiodataloader 0.4.3 (its constructor, subclass style, methods and
+returned ``asyncio.Future`` objects). Everything added here is opt-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import warnings
+from asyncio import AbstractEventLoop, Future
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
+from typing import Any, Generic, Literal, TypeVar, overload
+
+from . import _arguments as arguments
+from ._batch import Batch, values_for_keys
+
+K = TypeVar("K")
+V = TypeVar("V")
+LoaderT = TypeVar("LoaderT", bound="DataLoader[Any, Any]")
+
+BatchLoadFn = Callable[
+    [list[K]], Awaitable[Sequence[V | BaseException] | Mapping[K, V | BaseException]]
+]
+BatchScheduleFn = Callable[[Callable[[], None]], object]
+
+
+class DataLoader(Generic[K, V]):
+    """Batches and caches loads of ``V`` values by ``K`` keys.
+
+    Pass an async ``batch_load_fn(keys)`` or subclass and define it as a method. It
+    returns one value per key, in key order (or a mapping from key to value); an
+    ``Exception`` instance in place of a value rejects that key only.
+    """
+
+    # Class-level defaults, overridable by subclasses (0.4.3 style).
+    batch: bool = True
+    max_batch_size: int | None = None
+    cache: bool = True
+    name: str | None = None
+
+    batch_load_fn: BatchLoadFn[K, V]
+
+    def __init__(
+        self,
+        batch_load_fn: BatchLoadFn[K, V] | None = None,
+        batch: bool | None = None,
+        max_batch_size: int | None = None,
+        cache: bool | None = None,
+        get_cache_key: Callable[[K], object] | None = None,
+        cache_map: MutableMapping[Any, Future[V]] | None = None,
+        loop: AbstractEventLoop | None = None,
+        *,
+        name: str | None = None,
+        batch_schedule_fn: BatchScheduleFn | None = None,
+        cache_key_fn: Callable[[K], object] | None = None,
+    ) -> None:
+        arguments.check_name(type(self).__name__, name)
+        if name is not None:
+            self.name = name
+        label = self._label()
+        arguments.check_name(label, self.name)
+
+        if batch_load_fn is not None:
+            self.batch_load_fn = batch_load_fn
+        arguments.check_batch_load_fn(label, getattr(self, "batch_load_fn", None))
+
+        self.batch = arguments.check_bool(label, "batch", self.batch if batch is None else batch)
+        self.cache = arguments.check_bool(label, "cache", self.cache if cache is None else cache)
+        self.max_batch_size = arguments.check_max_batch_size(
+            label, self.max_batch_size if max_batch_size is None else max_batch_size
+        )
+
+        if cache_key_fn is not None:
+            if get_cache_key is not None:
+                raise TypeError(f"{label}: pass get_cache_key or its alias cache_key_fn, not both")
+            get_cache_key = cache_key_fn
+        arguments.check_optional_callable(label, "get_cache_key", get_cache_key)
+        if get_cache_key is not None:
+            self._key_fn: Callable[[K], object] | None = get_cache_key
+        elif type(self).get_cache_key is not DataLoader.get_cache_key:
+            self._key_fn = self.get_cache_key
+        else:
+            self._key_fn = None
+
+        arguments.check_optional_callable(label, "batch_schedule_fn", batch_schedule_fn)
+        self._schedule = batch_schedule_fn
+
+        arguments.check_loop(label, loop)
+        self._loop = loop
+
+        self._cache: MutableMapping[Any, Future[V]] = (
+            {} if cache_map is None else arguments.check_cache_map(label, cache_map)
+        )
+        self._batch: Batch | None = None
+        # Every batch task is referenced here until done (asyncio keeps only weak ones).
+        self._running: dict[asyncio.Task[None], Batch] = {}
+
+    # -- public API ------------------------------------------------------------------
+
+    def get_cache_key(self, key: K) -> object:
+        """The cache key of ``key``; override it (or pass ``get_cache_key=``) for keys that
+        are unhashable or equal under another identity."""
+        return key if self._key_fn is None else self._key_fn(key)
+
+    @property
+    def loop(self) -> AbstractEventLoop:
+        """The event loop this loader serves, bound at first use."""
+        return self._loop if self._loop is not None else self._bind_loop()
+
+    @loop.setter
+    def loop(self, loop: AbstractEventLoop) -> None:
+        arguments.check_loop(self._label(), loop)
+        self._loop = loop
+
+    def load(self, key: K) -> Future[V]:
+        """A future of the value for ``key``. Loads in the same tick share one batch; a
+        cached key returns the very same future."""
+        if key is None:
+            raise TypeError(
+                f"{self._label()}: load() must be called with a key that is not None; got None"
+            )
+        if self.cache:
+            key_fn = self._key_fn
+            cache_key = key if key_fn is None else key_fn(key)
+            cache = self._cache
+            future = cache.get(cache_key)
+            # A cancelled future is a miss: one caller's cancellation must not poison the key.
+            if future is not None and not future.cancelled():
+                return future
+            batch = self._batch or self._open_batch()
+            future = batch.loop.create_future()
+            cache[cache_key] = future
+        else:
+            batch = self._batch or self._open_batch()
+            future = batch.loop.create_future()
+        batch.keys.append(key)
+        batch.futures.append(future)
+        return future
+
+    @overload
+    def load_many(
+        self, keys: Iterable[K], return_exceptions: Literal[False] = ...
+    ) -> Future[list[V]]: ...
+    @overload
+    def load_many(
+        self, keys: Iterable[K], return_exceptions: Literal[True]
+    ) -> Future[list[V | BaseException]]: ...
+    @overload
+    def load_many(
+        self, keys: Iterable[K], return_exceptions: bool
+    ) -> Future[list[V]] | Future[list[V | BaseException]]: ...
+
+    def load_many(
+        self, keys: Iterable[K], return_exceptions: bool = False
+    ) -> Future[list[V]] | Future[list[V | BaseException]]:
+        """A future of the values for ``keys``, in order. It raises the first error, or,
+        with ``return_exceptions=True``, holds each failed key's exception in its place."""
+        if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+            raise TypeError(
+                f"{self._label()}: load_many() must be called with an iterable of keys "
+                f"(a list, tuple, ...); got {arguments.describe(keys)}"
+            )
+        futures = [self.load(key) for key in keys]
+        return asyncio.gather(*futures, return_exceptions=return_exceptions)
+
+    def prime(self: LoaderT, key: K, value: V | BaseException, force: bool = False) -> LoaderT:
+        """Cache ``value`` (an ``Exception`` caches a rejection) unless ``key`` is cached
+        already; ``force=True`` replaces it, and settles a load still in flight."""
+        if self.cache:
+            self._prime(key, value, force)
+        return self
+
+    def prime_many(
+        self: LoaderT,
+        values: Mapping[K, V | BaseException] | Iterable[tuple[K, V | BaseException]],
+        force: bool = False,
+    ) -> LoaderT:
+        """``prime`` for each (key, value) of a mapping or of an iterable of pairs."""
+        pairs = values.items() if isinstance(values, Mapping) else values
+        if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
+            raise TypeError(
+                f"{self._label()}: prime_many() must be called with a mapping or an iterable "
+                f"of (key, value) pairs; got {arguments.describe(values)}"
+            )
+        if self.cache:
+            for pair in pairs:
+                if not isinstance(pair, tuple) or len(pair) != 2:
+                    raise TypeError(
+                        f"{self._label()}: prime_many() expects (key, value) pairs; got "
+                        f"{arguments.describe(pair)}"
+                    )
+                self._prime(pair[0], pair[1], force)
+        return self
+
+    def clear(self: LoaderT, key: K) -> LoaderT:
+        """Drop ``key`` from the cache (a missing key is fine)."""
+        if self.cache:
+            self._cache.pop(self.get_cache_key(key), None)
+        return self
+
+    def clear_many(self: LoaderT, keys: Iterable[K]) -> LoaderT:
+        """Drop each of ``keys`` from the cache."""
+        if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+            raise TypeError(
+                f"{self._label()}: clear_many() must be called with an iterable of keys; "
+                f"got {arguments.describe(keys)}"
+            )
+        if self.cache:
+            for key in keys:
+                self._cache.pop(self.get_cache_key(key), None)
+        return self
+
+    def clear_all(self: LoaderT) -> LoaderT:
+        """Empty the cache."""
+        if self.cache:
+            self._cache.clear()
+        return self
+
+    async def cancel_pending(self) -> None:
+        """Cancel every load that has not completed (queued or in flight) and wait for the
+        batch tasks to finish. Afterwards no future of this loader is pending."""
+        batches = list(self._running.values())
+        if self._batch is not None:
+            batches.append(self._batch)
+            self._batch = None
+        for batch in batches:
+            self._settle_failed(batch.keys, batch.futures, None)
+        tasks = list(self._running)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def __repr__(self) -> str:
+        cached = len(self._cache) if self.cache else 0
+        queued = len(self._batch.keys) if self._batch is not None else 0
+        return (
+            f"<{type(self).__name__} name={self.name!r} cached={cached} queued={queued} "
+            f"batches_in_flight={len(self._running)}>"
+        )
+
+    # -- dispatch --------------------------------------------------------------------
+
+    def _open_batch(self) -> Batch:
+        loop = self._bind_loop()
+        batch = Batch(loop)
+        if not self.batch:
+            # Each key alone: this batch is never offered to another load.
+            loop.call_soon(self._dispatch, batch)
+            return batch
+        self._batch = batch
+        if self._schedule is None:
+            # The task takes the batch on its first step, two loop iterations from now:
+            # the same window as 0.4.3 (loads from chained coroutines still join it).
+            loop.call_soon(self._dispatch, batch)
+        else:
+            self._schedule(lambda: self._dispatch_scheduled(batch))
+        return batch
+
+    def _dispatch_scheduled(self, batch: Batch) -> None:
+        # A custom scheduler's callback closes the batch at once: later loads start anew.
+        if self._batch is batch:
+            self._batch = None
+        self._dispatch(batch)
+
+    def _dispatch(self, batch: Batch) -> None:
+        if batch.task is None:
+            self._start(batch, self._run_batch(batch))
+
+    def _start(self, batch: Batch, coro: Coroutine[Any, Any, None]) -> None:
+        task = batch.loop.create_task(coro)
+        batch.task = task
+        self._running[task] = batch
+        task.add_done_callback(self._running.pop)
+
+    async def _run_batch(self, batch: Batch) -> None:
+        if self._batch is batch:
+            self._batch = None
+        keys, futures = batch.keys, batch.futures
+        size = self.max_batch_size
+        if size and len(keys) > size:
+            # Chunks run concurrently, in key order, as 0.4.3 dispatches them.
+            for start in range(size, len(keys), size):
+                chunk = Batch(batch.loop)
+                chunk.keys = keys[start : start + size]
+                chunk.futures = futures[start : start + size]
+                self._start(chunk, self._call_batch_fn(chunk.keys, chunk.futures))
+            keys, futures = keys[:size], futures[:size]
+        await self._call_batch_fn(keys, futures)
+
+    async def _call_batch_fn(self, keys: list[K], futures: list[Future[V]]) -> None:
+        if futures[0].done() and all(future.done() for future in futures):
+            return  # every caller has gone (cancelled): nothing to load
+        try:
+            result = self.batch_load_fn(keys)
+            if not inspect.isawaitable(result):
+                raise TypeError(
+                    f"{self._label()}: the batch function must return an awaitable; it "
+                    f"returned {arguments.describe(result)}"
+                )
+            values = await result
+            if type(values) is not list or len(values) != len(keys):
+                values = values_for_keys(self._label(), keys, values)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            self._settle_failed(keys, futures, None)
+            raise
+        except BaseException as error:
+            self._settle_failed(keys, futures, error)
+            return
+        for future, value in zip(futures, values, strict=True):
+            if not future.done():
+                if isinstance(value, Exception):
+                    future.set_exception(value)
+                else:
+                    future.set_result(value)
+
+    def _settle_failed(
+        self, keys: list[K], futures: list[Future[V]], error: BaseException | None
+    ) -> None:
+        """Reject (or, with no error, cancel) every pending future of a failed batch and
+        evict them, so that the failure is not cached."""
+        if self.cache:
+            cache = self._cache
+            key_fn = self._key_fn
+            for key, future in zip(keys, futures, strict=True):
+                cache_key = key if key_fn is None else key_fn(key)
+                # Evict only our own entry: the key may have been cleared and loaded anew.
+                if cache.get(cache_key) is future:
+                    del cache[cache_key]
+        for future in futures:
+            if not future.done():
+                if error is None:
+                    future.cancel()
+                else:
+                    future.set_exception(error)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _prime(self, key: K, value: V | BaseException, force: bool) -> None:
+        cache_key = self.get_cache_key(key)
+        cached = self._cache.get(cache_key)
+        if cached is not None and not cached.cancelled():
+            if not force:
+                return
+            if not cached.done():
+                _settle(cached, value)
+                return
+        future: Future[V] = self.loop.create_future()
+        _settle(future, value)
+        self._cache[cache_key] = future
+
+    def _label(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    def _bind_loop(self) -> AbstractEventLoop:
+        running = _running_loop_or_none()
+        loop = self._loop
+        if running is loop and loop is not None:
+            return loop
+        if running is None:
+            if loop is not None:
+                return loop
+            running = _implicit_loop(self._label())
+        elif loop is not None and loop is not running:
+            if self._running and not loop.is_closed():
+                raise RuntimeError(
+                    f"{self._label()} is serving another running event loop and has batches "
+                    "in flight there; a loader serves one event loop at a time: create one "
+                    "loader per loop (for instance one per request)"
+                )
+            self._forget_loop(loop)
+        self._loop = running
+        return running
+
+    def _forget_loop(self, loop: AbstractEventLoop) -> None:
+        """Drop what belongs to a loop that is no longer ours: its open batch, its tasks,
+        and cached futures that will never complete there."""
+        self._batch = None
+        self._running.clear()
+        if self.cache:
+            stale = [key for key, future in self._cache.items() if not future.done()]
+            for key in stale:
+                del self._cache[key]
+
+
+def _running_loop_or_none() -> AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _implicit_loop(label: str) -> AbstractEventLoop:
+    """0.4.3 took ``get_event_loop()`` at construction; outside a running loop we still do,
+    at first use, for programs that call ``loop.run_until_complete(loader.load(...))``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return asyncio.get_event_loop()
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"{label}: there is no event loop: call load() from a coroutine (inside "
+                "asyncio.run(...)) or pass loop= to the constructor"
+            ) from error
+
+
+def _settle(future: Future[Any], value: object) -> None:
+    if isinstance(value, Exception):
+        future.set_exception(value)
+        # A primed error that nobody loads is not an unhandled error.
+        future.exception()
+    else:
+        future.set_result(value)

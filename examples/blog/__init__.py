@@ -1,0 +1,14 @@
+"""A FastAPI blog over a real SQLite database, with and without DataLoaders.
+
+- ``db.py``: the schema, a deterministic seed and a thin async wrapper that counts queries.
+- ``queries.py``: the SQL, written once as batched reads (``... WHERE id IN (...)``).
+- ``loaders.py``: one DataLoader per batched read, and the registry of their factories.
+- ``rest.py``: ``GET /posts`` and ``GET /authors/{id}`` through loaders.
+- ``naive.py``: the same endpoints with one query per related row: the N+1 anti-pattern.
+- ``graphql.py``: a Strawberry schema served at ``/graphql`` (loaders) and
+  ``/naive/graphql`` (one query per resolved field).
+- ``app.py``: ``create_app()``, the lifespan that opens, seeds and closes the database.
+- ``demo.py``: runs the app on uvicorn, sends a scripted set of requests, prints the report.
+
+Run it with ``python -m examples.blog`` (a server) or ``python -m examples.blog.demo``.
+"""
