@@ -64,7 +64,7 @@ def _default_factory(loader_cls: type[L]) -> Callable[[HTTPConnection], L]:
     except ValueError:  # no signature to inspect: let the call decide
         builds_without_args = True
     if not builds_without_args:
-        name = loader_cls.__qualname__
+        name = loader_cls.__name__
         raise TypeError(
             f"{name} cannot be built without arguments: register a factory for it with "
             f"`LoaderRegistry.register({name}, lambda conn: {name}(...))`"
@@ -91,7 +91,7 @@ class LoaderRegistry:
             factory = _default_factory(loader_cls)
         elif not callable(factory):
             raise TypeError(
-                f"factory for {loader_cls.__qualname__} must be callable as factory(conn), "
+                f"factory for {loader_cls.__name__} must be callable as factory(conn), "
                 f"got {factory!r}"
             )
         self._factories[loader_cls] = factory
@@ -132,14 +132,14 @@ class Loaders:
         factory = self.registry.factory_for(loader_cls)
         if self._conn is None:
             raise RuntimeError(
-                f"cannot build {loader_cls.__qualname__}: the request of this Loaders has ended "
+                f"cannot build {loader_cls.__name__}: the request of this Loaders has ended "
                 "and it was torn down; loaders must not outlive the request that built them"
             )
         loader = factory(self._conn)
         if not isinstance(loader, loader_cls):
             raise TypeError(
-                f"the factory for {loader_cls.__qualname__} returned {loader!r}, "
-                f"not a {loader_cls.__qualname__} instance"
+                f"the factory for {loader_cls.__name__} returned {loader!r}, "
+                f"not a {loader_cls.__name__} instance"
             )
         self._loaders[loader_cls] = loader
         return loader
@@ -153,7 +153,7 @@ class Loaders:
         return len(self._loaders)
 
     def __repr__(self) -> str:
-        names = ", ".join(cls.__qualname__ for cls in self._loaders)
+        names = ", ".join(cls.__name__ for cls in self._loaders)
         return f"<Loaders [{names}]{' closed' if self._conn is None else ''}>"
 
     async def __aenter__(self) -> Loaders:

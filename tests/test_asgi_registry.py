@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -168,7 +169,7 @@ class Recorder(DataLoader[int, int]):
         return self
 
     async def aclose(self) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         self.log.append(f"aclose {type(self).__name__}")
         if self.fail_in == "aclose":
             raise OSError("aclose broke")
