@@ -49,16 +49,54 @@ CREATE TABLE post_tags (
 ) WITHOUT ROWID;
 """
 
-TAG_NAMES = (
-    "python asyncio sqlite graphql rest fastapi starlette testing performance databases "
-    "caching batching design security deployment tooling typing packaging web tutorial"
-).split()
+TAG_NAMES = [
+    "python",
+    "asyncio",
+    "sqlite",
+    "graphql",
+    "rest",
+    "fastapi",
+    "starlette",
+    "testing",
+    "performance",
+    "databases",
+    "caching",
+    "batching",
+    "design",
+    "security",
+    "deployment",
+    "tooling",
+    "typing",
+    "packaging",
+    "web",
+    "tutorial",
+]
 _FIRST = "Ada Alan Barbara Dennis Edsger Frances Grace Guido Jean John Ken Linus Margaret Radia"
 _LAST = "Allen Backus Hopper Kay Knuth Lamport Liskov Perlman Ritchie Rossum Sammet Thompson"
-_WORDS = (
-    "async batch cache query loader request response event loop future task schema index "
-    "table join latency throughput server client model field resolver"
-).split()
+_WORDS = [
+    "async",
+    "batch",
+    "cache",
+    "query",
+    "loader",
+    "request",
+    "response",
+    "event",
+    "loop",
+    "future",
+    "task",
+    "schema",
+    "index",
+    "table",
+    "join",
+    "latency",
+    "throughput",
+    "server",
+    "client",
+    "model",
+    "field",
+    "resolver",
+]
 
 
 @dataclass(frozen=True)
@@ -66,6 +104,9 @@ class SeedSize:
     authors: int = 200
     posts: int = 2_000
     comments: int = 20_000
+
+
+DEFAULT_SEED_SIZE = SeedSize()
 
 
 @dataclass
@@ -122,7 +163,7 @@ class Database:
         async with self._connection.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
-    async def create_and_seed(self, size: SeedSize = SeedSize(), seed: int = 2024) -> None:
+    async def create_and_seed(self, size: SeedSize = DEFAULT_SEED_SIZE, seed: int = 2024) -> None:
         """Create the tables and fill them with the same data on every run.
 
         Runs in one transaction: a failure leaves an empty, consistent database.
@@ -136,9 +177,7 @@ class Database:
             await connection.executemany("INSERT INTO tags VALUES (?, ?)", rows.tags)
             await connection.executemany("INSERT INTO posts VALUES (?, ?, ?, ?)", rows.posts)
             await connection.executemany("INSERT INTO post_tags VALUES (?, ?)", rows.post_tags)
-            await connection.executemany(
-                "INSERT INTO comments VALUES (?, ?, ?, ?)", rows.comments
-            )
+            await connection.executemany("INSERT INTO comments VALUES (?, ?, ?, ?)", rows.comments)
             await connection.commit()
         except BaseException:
             await connection.rollback()

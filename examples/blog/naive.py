@@ -36,8 +36,8 @@ async def list_posts_naive(db: DatabaseDep, limit: Limit = 20) -> list[PostOut]:
     posts = []
     for post in await queries.latest_posts(db, limit):
         comments = [
-            CommentOut(id=comment.id, body=comment.body, author=await _author(db, comment.author_id))
-            for comment in await queries.comments_of_post(db, post.id)
+            CommentOut(id=c.id, body=c.body, author=await _author(db, c.author_id))
+            for c in await queries.comments_of_post(db, post.id)
         ]
         posts.append(
             PostOut(
