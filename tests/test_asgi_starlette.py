@@ -33,10 +33,10 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class Tracked(DataLoader[int, str]):
     """Records its batches and its teardown in a shared event log."""
 
-    def __init__(self, events: list[str], label: str = "") -> None:
+    def __init__(self, events: list[str]) -> None:
         super().__init__()
         self.events = events
-        self.label = label or type(self).__name__
+        self.label = type(self).__name__
 
     async def batch_load_fn(self, keys: list[int]) -> list[str]:
         self.events.append(f"batch {self.label} {keys}")
@@ -49,9 +49,13 @@ class Tracked(DataLoader[int, str]):
 
 
 def app_with(endpoint: Endpoint, events: list[str], *more: type[Tracked]) -> Starlette:
+    def factory(cls: type[Tracked]) -> Callable[[HTTPConnection], Tracked]:
+        return lambda conn: cls(events)
+
     registry = LoaderRegistry()
-    for cls in (Tracked, *more):
-        registry.register(cls, lambda conn, cls=cls: cls(events))  # type: ignore[misc]
+    classes: list[type[Tracked]] = [Tracked, *more]
+    for cls in classes:
+        registry.register(cls, factory(cls))
     return Starlette(
         routes=[Route("/", endpoint)],
         middleware=[Middleware(LoaderMiddleware, registry=registry)],
@@ -213,9 +217,9 @@ async def test_200_concurrent_requests_from_20_users_stay_isolated() -> None:
     batches: Counter[tuple[str, str]] = Counter()
 
     class Named(DataLoader[int, str]):
-        def __init__(self, user: str, request_id: str) -> None:
+        def __init__(self, conn: HTTPConnection) -> None:
             super().__init__()
-            self.user, self.request_id = user, request_id
+            self.user, self.request_id = conn.headers["x-user"], conn.headers["x-request"]
 
         async def batch_load_fn(self, keys: list[int]) -> list[str]:
             batches[(self.request_id, type(self).__name__)] += 1
@@ -228,12 +232,9 @@ async def test_200_concurrent_requests_from_20_users_stay_isolated() -> None:
     class Posts(Named):
         pass
 
-    def factory_of(cls: type[Named]) -> Callable[[HTTPConnection], Named]:
-        return lambda conn: cls(conn.headers["x-user"], conn.headers["x-request"])
-
     registry = LoaderRegistry()
-    registry.register(Profiles, factory_of(Profiles))
-    registry.register(Posts, factory_of(Posts))
+    registry.register(Profiles, Profiles)  # the class itself is a factory: it takes the conn
+    registry.register(Posts, Posts)
 
     async def field(cls: type[Named], key: int) -> str:
         await anyio.lowlevel.checkpoint()
