@@ -379,19 +379,29 @@ class DataLoader(Generic[K, V]):
                     "in flight there; a loader serves one event loop at a time: create one "
                     "loader per loop (for instance one per request)"
                 )
-            self._forget_loop(loop)
+            self._move_to_loop(loop, running)
         self._loop = running
         return running
 
-    def _forget_loop(self, loop: AbstractEventLoop) -> None:
-        """Drop what belongs to a loop that is no longer ours: its open batch, its tasks,
-        and cached futures that will never complete there."""
+    def _move_to_loop(self, old: AbstractEventLoop, new: AbstractEventLoop) -> None:
+        """Leave a loop that is no longer ours: drop its open batch and tasks and the
+        futures that will never complete there, and carry settled values over to
+        futures of the new loop (a done future of a closed loop breaks ``gather``)."""
         self._batch = None
         self._running.clear()
-        if self.cache:
-            stale = [key for key, future in self._cache.items() if not future.done()]
-            for key in stale:
-                del self._cache[key]
+        if not self.cache:
+            return
+        cache = self._cache
+        for cache_key, future in list(cache.items()):
+            if future.get_loop() is not old:
+                continue
+            if future.done() and not future.cancelled():
+                moved: Future[V] = new.create_future()
+                error = future.exception()
+                _settle(moved, future.result() if error is None else error)
+                cache[cache_key] = moved
+            else:
+                del cache[cache_key]
 
 
 def _running_loop_or_none() -> AbstractEventLoop | None:

@@ -1,0 +1,159 @@
+"""Every bad input raises a TypeError or ValueError that names the loader, what was expected
+and what was received."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from typing import Any
+
+import pytest
+
+from aiodataloader import DataLoader
+
+from .loader_helpers import Recorder
+
+
+async def good(keys: list[int]) -> list[int]:
+    return keys
+
+
+def sync_fn(keys: list[int]) -> list[int]:
+    return keys
+
+
+class SyncCallable:
+    def __call__(self, keys: list[int]) -> list[int]:
+        return keys
+
+
+@pytest.mark.parametrize(
+    ("fn", "received"),
+    [
+        (sync_fn, "sync_fn"),
+        (lambda keys: good(keys), "lambda"),
+        (partial(sync_fn), "functools.partial"),
+        (SyncCallable(), "SyncCallable"),
+    ],
+)
+def test_sync_batch_functions_are_rejected(fn: Any, received: str) -> None:
+    with pytest.raises(TypeError) as info:
+        DataLoader(fn, name="users")
+    message = str(info.value)
+    assert message.startswith("DataLoader(name='users'): batch_load_fn must be an async function")
+    assert received in message
+    assert "regular (sync) callable" in message
+
+
+@pytest.mark.parametrize("fn", [42, "fetch", [good]])
+def test_non_callable_batch_function_is_rejected(fn: object) -> None:
+    with pytest.raises(TypeError, match=r"DataLoader\(name=None\): .* which is not callable"):
+        DataLoader(fn)  # type: ignore[arg-type]
+
+
+def test_missing_batch_function_is_rejected() -> None:
+    with pytest.raises(TypeError, match=r"DataLoader\(name=None\): no batch function"):
+        DataLoader()
+
+    class NoMethod(DataLoader[int, int]):
+        pass
+
+    with pytest.raises(TypeError, match=r"NoMethod\(name=None\): no batch function"):
+        NoMethod()
+
+
+def test_accepted_async_callables() -> None:
+    class Service:
+        async def fetch(self, keys: list[int]) -> list[int]:
+            return keys
+
+    for fn in (good, partial(good), partial(partial(good)), Service().fetch, Recorder()):
+        assert DataLoader(fn).batch_load_fn is fn
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error", "expected"),
+    [
+        ("batch", "yes", TypeError, r"batch must be True or False; got 'yes' \(type str\)"),
+        ("cache", 1, TypeError, r"cache must be True or False; got 1 \(type int\)"),
+        ("max_batch_size", 2.5, TypeError, r"max_batch_size must be a positive int.*2\.5"),
+        ("max_batch_size", True, TypeError, r"max_batch_size must be a positive int.*True"),
+        ("max_batch_size", -1, ValueError, r"max_batch_size must be a positive int.*got -1"),
+        ("get_cache_key", "id", TypeError, r"get_cache_key must be a callable or None"),
+        ("cache_key_fn", 3, TypeError, r"get_cache_key must be a callable or None"),
+        ("batch_schedule_fn", 1, TypeError, r"batch_schedule_fn must be a callable or None"),
+        ("loop", "loop", TypeError, r"loop must be an asyncio event loop or None"),
+        ("cache_map", [], TypeError, r"cache_map must be a MutableMapping.*missing get"),
+        ("name", 7, TypeError, r"name must be a str or None; got 7"),
+    ],
+)
+def test_bad_options_are_rejected(
+    option: str, value: object, error: type[Exception], expected: str
+) -> None:
+    with pytest.raises(error, match=expected) as info:
+        DataLoader(good, **{option: value})
+    assert str(info.value).startswith("DataLoader")
+
+
+def test_bad_class_level_defaults_are_rejected() -> None:
+    class Bad(DataLoader[int, int]):
+        max_batch_size = -5
+
+        async def batch_load_fn(self, keys: list[int]) -> list[int]:
+            return keys
+
+    with pytest.raises(ValueError, match=r"Bad\(name=None\): max_batch_size"):
+        Bad()
+
+
+def test_get_cache_key_and_its_alias_together_are_rejected() -> None:
+    with pytest.raises(TypeError, match="not both"):
+        DataLoader(good, get_cache_key=str, cache_key_fn=str)
+
+
+def test_positional_arguments_follow_the_043_order() -> None:
+    cache_map: dict[Any, Any] = {}
+    loop = asyncio.new_event_loop()
+    try:
+        loader = DataLoader(good, False, 10, True, str, cache_map, loop)
+        assert (loader.batch, loader.max_batch_size, loader.cache) == (False, 10, True)
+        assert loader.loop is loop
+        assert loader.get_cache_key(5) == "5"
+    finally:
+        loop.close()
+
+
+@pytest.mark.anyio
+async def test_load_requires_a_key() -> None:
+    loader = DataLoader(good, name="users")
+    with pytest.raises(TypeError, match=r"DataLoader\(name='users'\): load\(\) must be called"):
+        loader.load(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="key"):
+        loader.load()  # type: ignore[call-arg]
+    assert await loader.load(0) == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("keys", ["abc", b"abc", 5, None])
+async def test_load_many_requires_an_iterable_of_keys(keys: object) -> None:
+    loader = DataLoader(good, name="users")
+    with pytest.raises(TypeError, match=r"load_many\(\) must be called with an iterable of keys"):
+        loader.load_many(keys)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_load_many_with_a_none_key_raises() -> None:
+    with pytest.raises(TypeError, match="not None"):
+        DataLoader(good).load_many([1, None])  # type: ignore[list-item]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("values", [5, "ab", [(1, 2, 3)], [1]])
+async def test_prime_many_requires_pairs(values: object) -> None:
+    with pytest.raises(TypeError, match=r"prime_many\(\)"):
+        DataLoader(good).prime_many(values)  # type: ignore[arg-type]
+
+
+def test_clear_many_requires_an_iterable_of_keys() -> None:
+    with pytest.raises(TypeError, match=r"clear_many\(\) must be called with an iterable"):
+        DataLoader(good).clear_many("ab")

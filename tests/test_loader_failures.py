@@ -1,0 +1,246 @@
+"""No load ever hangs: failed batches, cancellation and bad results, through the public API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from aiodataloader import DataLoader
+
+from .loader_helpers import id_loader, ticks
+
+pytestmark = pytest.mark.anyio
+
+
+class CustomBaseError(BaseException):
+    pass
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """Everything the running loop's exception handler receives during the test."""
+    errors: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    yield errors
+    loop.set_exception_handler(previous)
+
+
+def flaky_loader(error: BaseException) -> tuple[DataLoader[int, int], list[list[int]]]:
+    """Raises ``error`` on the first call, then works."""
+    calls: list[list[int]] = []
+
+    async def fn(keys: list[int]) -> list[int]:
+        calls.append(keys)
+        if len(calls) == 1:
+            raise error
+        return keys
+
+    return DataLoader(fn, name="flaky"), calls
+
+
+async def test_batch_function_error_rejects_every_load_with_the_same_error() -> None:
+    error = ValueError("database down")
+    loader, calls = flaky_loader(error)
+    results = await asyncio.gather(loader.load(1), loader.load(2), return_exceptions=True)
+    assert results[0] is error
+    assert results[1] is error
+    # Not cached: the next load calls the batch function again.
+    assert await loader.load_many([1, 2]) == [1, 2]
+    assert calls == [[1, 2], [1, 2]]
+
+
+@pytest.mark.parametrize("error", [asyncio.CancelledError(), CustomBaseError("boom")])
+async def test_base_exception_in_batch_function_completes_every_future(
+    error: BaseException,
+) -> None:
+    loader, calls = flaky_loader(error)
+    first, second = loader.load(1), loader.load(2)
+    with pytest.raises(type(error)):
+        await asyncio.wait_for(first, 1)
+    assert second.done()
+    # The loader keeps working and the keys were evicted.
+    assert await loader.load_many([1, 2]) == [1, 2]
+    assert calls == [[1, 2], [1, 2]]
+
+
+async def test_cancel_pending_cancels_in_flight_batches_and_evicts() -> None:
+    started = asyncio.Event()
+    calls: list[list[int]] = []
+
+    async def slow(keys: list[int]) -> list[int]:
+        calls.append(keys)
+        if len(calls) == 1:
+            started.set()
+            await asyncio.sleep(10)
+        return keys
+
+    loader = DataLoader(slow)
+    first, queued = loader.load(1), None
+    await started.wait()
+    queued = loader.load(2)
+    await asyncio.wait_for(loader.cancel_pending(), 1)
+    assert first.cancelled()
+    assert queued.cancelled()
+    assert await asyncio.wait_for(loader.load_many([1, 2]), 1) == [1, 2]
+    assert calls == [[1], [1, 2]]
+
+
+async def test_cancelled_task_of_the_batch_cancels_its_futures() -> None:
+    started = asyncio.Event()
+
+    async def slow(keys: list[int]) -> list[int]:
+        started.set()
+        await asyncio.sleep(10)
+        return keys
+
+    loader = DataLoader(slow)
+    future = loader.load(1)
+    await started.wait()
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task() and "_run_batch" in repr(task.get_coro()):
+            task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(future), 1)
+    assert future.cancelled()
+
+
+async def test_cancelled_future_is_not_served_from_the_cache(
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    release = asyncio.Event()
+    calls: list[list[int]] = []
+
+    async def gated(keys: list[int]) -> list[int]:
+        calls.append(keys)
+        await release.wait()
+        return keys
+
+    loader = DataLoader(gated)
+    first = loader.load(1)
+    await ticks(3)
+    first.cancel()
+    second = loader.load(1)
+    assert second is not first
+    release.set()
+    assert await second == 1
+    await ticks(3)
+    assert calls == [[1], [1]]
+    assert loop_errors == []
+
+
+async def test_wait_for_timeout_does_not_poison_the_key(
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    delays = [0.2, 0.0]
+    calls: list[list[int]] = []
+
+    async def slow_then_fast(keys: list[int]) -> list[int]:
+        calls.append(keys)
+        await asyncio.sleep(delays[len(calls) - 1])
+        return keys
+
+    loader = DataLoader(slow_then_fast)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(loader.load(7), 0.01)
+    assert await asyncio.wait_for(loader.load(7), 1) == 7
+    await asyncio.sleep(0.25)  # the first batch finishes late
+    assert calls == [[7], [7]]
+    assert loop_errors == []
+
+
+async def test_old_batch_failing_late_does_not_evict_a_new_entry() -> None:
+    release = asyncio.Event()
+    calls: list[list[int]] = []
+
+    async def fn(keys: list[int]) -> list[int]:
+        calls.append(keys)
+        if len(calls) == 1:
+            await release.wait()
+            raise ValueError("old batch failed")
+        return keys
+
+    loader = DataLoader(fn)
+    old = loader.load(1)
+    await ticks(3)
+    loader.clear(1)
+    assert await loader.load(1) == 1
+    release.set()
+    with pytest.raises(ValueError, match="old batch failed"):
+        await old
+    assert await loader.load(1) == 1
+    assert calls == [[1], [1]]
+
+
+async def test_batch_with_every_load_cancelled_is_not_sent() -> None:
+    loader, calls = id_loader()
+    futures = [loader.load(k) for k in (1, 2)]
+    for future in futures:
+        future.cancel()
+    await ticks(4)
+    assert calls == []
+    assert await loader.load(1) == 1
+
+
+@pytest.mark.parametrize(
+    ("returned", "expected"),
+    [
+        (None, r"returned None \(type NoneType\)"),
+        (42, r"returned 42 \(type int\)"),
+        ("ab", r"returned 'ab' \(type str\)"),
+        (b"ab", r"returned b'ab' \(type bytes\)"),
+        ({1, 2}, r"\(type set\)"),
+        ([1], r"returned 1 values for 2 keys"),
+        ([1, 2, 3], r"returned 3 values for 2 keys"),
+    ],
+)
+async def test_bad_batch_result_rejects_the_batch_with_a_clear_error(
+    returned: object, expected: str
+) -> None:
+    calls: list[list[int]] = []
+
+    async def bad(keys: list[int]) -> Any:
+        calls.append(keys)
+        return returned if len(calls) == 1 else keys
+
+    loader = DataLoader(bad, name="users")
+    results = await asyncio.gather(loader.load(1), loader.load(2), return_exceptions=True)
+    for error in results:
+        assert isinstance(error, TypeError)
+        message = str(error)
+        assert "DataLoader(name='users')" in message
+        assert "[1, 2]" in message
+    import re
+
+    assert re.search(expected, str(results[0]))
+    # The failure is not cached.
+    assert await loader.load_many([1, 2]) == [1, 2]
+
+
+async def test_batch_function_returning_a_non_awaitable_rejects_the_batch() -> None:
+    class SyncCallLooksAsync:
+        async def __call__(self, keys: list[int]) -> list[int]:
+            return keys
+
+    loader = DataLoader(SyncCallLooksAsync(), name="odd")
+    # Swap in a sync callable after construction: the dispatch still checks.
+    loader.batch_load_fn = lambda keys: keys  # type: ignore[assignment,return-value]
+    with pytest.raises(TypeError, match=r"DataLoader\(name='odd'\): the batch function must"):
+        await asyncio.wait_for(loader.load(1), 1)
+
+
+async def test_unawaited_primed_error_is_not_reported(
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    import gc
+
+    loader, _ = id_loader()
+    loader.prime(1, ValueError("never loaded"))
+    del loader
+    gc.collect()
+    await ticks(2)
+    assert loop_errors == []
