@@ -1,0 +1,236 @@
+"""The N+1 problem, gone: the blog on a real uvicorn server, naive against DataLoaders.
+
+Starts ``examples.blog`` on 127.0.0.1 (a free port), sends a scripted set of REST and GraphQL
+requests to the naive and the loader version of each endpoint (interleaved, one at a time),
+checks that both versions return the same data and that bad input is refused, stops the
+server and prints, per endpoint, the SQL queries per request (the server's
+``X-Query-Count`` header) and the latency p50/p95 measured by the client.
+
+    python -m examples.blog.demo            # the report
+    python -m examples.blog.demo --quick    # a few requests per endpoint (CI)
+    python -m examples.blog.demo --serve    # the report, then keep serving (API docs URL)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from examples.blog.app import QUERY_COUNT_HEADER
+from examples.blog.db import DEFAULT_SEED_SIZE
+from examples.blog.server import blog_server
+from examples.blog.stats import percentile
+
+POSTS_QUERY = """
+query LatestPosts($limit: Int!) {
+  posts(limit: $limit) { id title author { name } tags comments { body author { name } } }
+}
+"""
+AUTHOR_QUERY = """
+query AuthorWithPosts($id: Int!) {
+  author(id: $id) { name email posts { title tags } }
+}
+"""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One endpoint of the script, with its naive (N+1) and its loader version."""
+
+    label: str
+    naive_path: str
+    loaders_path: str
+    graphql: str | None = None  # a GraphQL document, POSTed with variables
+    by_author: bool = False  # request a different author each time, like real traffic
+
+    def request(self, variant: str, i: int) -> tuple[str, str, dict[str, Any]]:
+        """(method, path, httpx keyword arguments) of the ``i``-th request."""
+        author_id = 1 + i * 7 % DEFAULT_SEED_SIZE.authors
+        path = (self.naive_path if variant == "naive" else self.loaders_path).format(id=author_id)
+        if self.graphql is None:
+            return "GET", path, {} if self.by_author else {"params": {"limit": 20}}
+        variables = {"id": author_id} if self.by_author else {"limit": 20}
+        return "POST", path, {"json": {"query": self.graphql, "variables": variables}}
+
+
+ENDPOINTS = (
+    Endpoint("REST GET /posts?limit=20", "/naive/posts", "/posts"),
+    Endpoint("REST GET /authors/{id}", "/naive/authors/{id}", "/authors/{id}", by_author=True),
+    Endpoint(
+        "GraphQL posts(limit: 20) {author tags comments {author}}",
+        "/naive/graphql",
+        "/graphql",
+        graphql=POSTS_QUERY,
+    ),
+    Endpoint(
+        "GraphQL author(id) {posts {tags}}",
+        "/naive/graphql",
+        "/graphql",
+        graphql=AUTHOR_QUERY,
+        by_author=True,
+    ),
+)
+VARIANTS = ("naive", "loaders")
+
+
+@dataclass
+class Samples:
+    latencies_ms: list[float] = field(default_factory=list)
+    queries: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    url: str
+    requests: int
+    samples: dict[tuple[str, str], Samples]
+    mismatches: list[str]
+    checks: list[tuple[str, bool]]
+
+
+async def _send(
+    client: httpx.AsyncClient, endpoint: Endpoint, variant: str, i: int
+) -> tuple[httpx.Response, float]:
+    method, path, kwargs = endpoint.request(variant, i)
+    started = time.perf_counter()
+    response = await client.request(method, path, **kwargs)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    response.raise_for_status()
+    return response, elapsed_ms
+
+
+async def run_script(url: str, requests: int, warmup: int = 2) -> Report:
+    samples = {(e.label, v): Samples() for e in ENDPOINTS for v in VARIANTS}
+    mismatches = []
+    async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+        for endpoint in ENDPOINTS:
+            for i in range(-warmup, requests):
+                # Alternate which variant goes first, so neither always gets a warm cache.
+                order = VARIANTS if i % 2 == 0 else VARIANTS[::-1]
+                bodies = {}
+                for variant in order:
+                    response, elapsed_ms = await _send(client, endpoint, variant, max(i, 0))
+                    bodies[variant] = response.json()
+                    if i >= 0:
+                        sample = samples[(endpoint.label, variant)]
+                        sample.latencies_ms.append(elapsed_ms)
+                        sample.queries.append(int(response.headers[QUERY_COUNT_HEADER]))
+                if bodies["naive"] != bodies["loaders"] and endpoint.label not in mismatches:
+                    mismatches.append(endpoint.label)
+        checks = await _check_bad_input(client)
+    return Report(url, requests, samples, mismatches, checks)
+
+
+async def _check_bad_input(client: httpx.AsyncClient) -> list[tuple[str, bool]]:
+    unknown = await client.get("/authors/999999")
+    too_small = await client.get("/posts", params={"limit": 0})
+    too_large = await client.get("/posts", params={"limit": 1000})
+    malformed = await client.post("/graphql", json={"query": "{ posts(limit: "})
+    out_of_range = await client.post("/graphql", json={"query": "{ posts(limit: 0) { id } }"})
+    alive = await client.get("/posts", params={"limit": 1})
+    return [
+        ("unknown author -> 404", unknown.status_code == 404),
+        ("limit=0 -> 422", too_small.status_code == 422),
+        ("limit=1000 -> 422", too_large.status_code == 422),
+        ("malformed GraphQL -> GraphQL error", bool(malformed.json().get("errors"))),
+        ("GraphQL limit out of range -> GraphQL error", bool(out_of_range.json().get("errors"))),
+        ("server still answers", alive.status_code == 200),
+    ]
+
+
+def _queries(values: Sequence[int]) -> str:
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _latency(values: Sequence[float]) -> str:
+    return f"{percentile(values, 50):6.1f} / {percentile(values, 95):6.1f}"
+
+
+def format_report(report: Report) -> str:
+    size = DEFAULT_SEED_SIZE
+    lines = [
+        f"aiodataloader demo: blog example on SQLite ({size.authors:,} authors, "
+        f"{size.posts:,} posts, {size.comments:,} comments), uvicorn at {report.url}",
+        f"{report.requests} requests per endpoint and version, interleaved, one at a time; "
+        "queries from the server's X-Query-Count header",
+        "",
+        f"{'':56} {'SQL queries/request':>21}   {'latency p50 / p95 (ms)':>33}",
+        f"{'endpoint':56} {'naive':>10} {'loaders':>10}   {'naive':>16} {'loaders':>16}",
+    ]
+    for endpoint in ENDPOINTS:
+        naive = report.samples[(endpoint.label, "naive")]
+        loaders = report.samples[(endpoint.label, "loaders")]
+        lines.append(
+            f"{endpoint.label:56} {_queries(naive.queries):>10} {_queries(loaders.queries):>10}"
+            f"   {_latency(naive.latencies_ms):>16} {_latency(loaders.latencies_ms):>16}"
+        )
+    lines.append("")
+    same = "identical" if not report.mismatches else "DIFFERENT for " + ", ".join(report.mismatches)
+    lines.append(f"naive and loader responses: {same}")
+    lines.append(
+        "bad input: "
+        + "; ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in report.checks)
+    )
+    lines.append(conclusion(report))
+    return "\n".join(lines)
+
+
+def conclusion(report: Report) -> str:
+    label = ENDPOINTS[0].label
+    naive, loaders = report.samples[(label, "naive")], report.samples[(label, "loaders")]
+    naive_q, loaders_q = max(naive.queries), max(loaders.queries)
+    all_loaders = [q for e in ENDPOINTS for q in report.samples[(e.label, "loaders")].queries]
+    speedup = percentile(naive.latencies_ms, 50) / percentile(loaders.latencies_ms, 50)
+    return (
+        f"Conclusion: with request-scoped DataLoaders every endpoint made at most "
+        f"{max(all_loaders)} SQL queries (one per loader per level) where the naive code made "
+        f"one per row; for 20 posts {loaders_q} instead of {naive_q} "
+        f"({naive_q / loaders_q:.0f}x fewer) and {speedup:.1f}x faster at p50."
+    )
+
+
+def passed(report: Report) -> bool:
+    return not report.mismatches and all(ok for _, ok in report.checks)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.blog.demo",
+        description="The blog example on uvicorn: SQL queries and latency, naive vs loaders.",
+    )
+    parser.add_argument("--requests", type=int, default=30, help="per endpoint and version")
+    parser.add_argument("--quick", action="store_true", help="3 requests each (for CI)")
+    parser.add_argument("--serve", action="store_true", help="keep serving after the report")
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    args = parser.parse_args(argv)
+    requests = 3 if args.quick else args.requests
+    if requests < 1:
+        parser.error("--requests must be at least 1")
+
+    print("starting the blog example on uvicorn (creating and seeding SQLite)...", flush=True)
+    with blog_server(port=args.port) as server:
+        report = asyncio.run(run_script(server.url, requests))
+        print(format_report(report), flush=True)
+        if args.serve:
+            print(
+                f"\nserving at {server.url}: API docs {server.url}/docs, "
+                f"GraphiQL {server.url}/graphql; press Ctrl-C to stop",
+                flush=True,
+            )
+            try:
+                server.process.wait()
+            except KeyboardInterrupt:
+                print("stopping", flush=True)
+    return 0 if passed(report) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
