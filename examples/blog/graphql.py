@@ -161,9 +161,7 @@ class Query:
 
 
 # Parsing and validating a document costs more than resolving a small query: cache both.
-schema = strawberry.Schema(
-    query=Query, extensions=[ParserCache(maxsize=256), ValidationCache(maxsize=256)]
-)
+schema = strawberry.Schema(query=Query, extensions=[ParserCache, ValidationCache])
 
 
 async def batched_context(request: Request) -> BlogContext:
