@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 from starlette.requests import HTTPConnection
@@ -106,7 +106,7 @@ class LoaderRegistry:
         return factory
 
     def __contains__(self, loader_cls: object) -> bool:
-        return loader_cls in self._factories
+        return cast(Any, loader_cls) in self._factories
 
 
 class Loaders:

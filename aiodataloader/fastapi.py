@@ -5,12 +5,12 @@ Needs ``LoaderMiddleware`` (from ``aiodataloader.asgi``) on the app.
 
 # No `from __future__ import annotations`: FastAPI reads the dependency's annotations at runtime.
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from starlette.requests import HTTPConnection
 
 from aiodataloader import DataLoader
-from aiodataloader.asgi import _check_loader_class, get_loaders
+from aiodataloader.asgi import get_loaders
 
 __all__ = ["get_loader"]
 
@@ -31,14 +31,16 @@ def get_loader(loader_cls: type[L]) -> LoaderDependency[L]:
     ``app.dependency_overrides`` in tests. Its only parameter is the ``HTTPConnection``: it adds
     nothing to the OpenAPI schema and works on websocket routes.
     """
-    dependency = _dependencies.get(loader_cls)
-    if dependency is None:
-        _check_loader_class(loader_cls)
+    cached = _dependencies.get(loader_cls)
+    if cached is not None:
+        return cached
+    given = cast(object, loader_cls)  # callers without a type checker pass anything
+    if not (isinstance(given, type) and issubclass(given, DataLoader)):
+        raise TypeError(f"expected a DataLoader subclass, got {given!r}")
 
-        # async, so FastAPI calls it on the event loop instead of a worker thread.
-        async def dependency(conn: HTTPConnection) -> Any:
-            return get_loaders(conn).get(loader_cls)
+    # async, so FastAPI calls it on the event loop instead of a worker thread.
+    async def dependency(conn: HTTPConnection) -> Any:
+        return get_loaders(conn).get(loader_cls)
 
-        dependency.__name__ = dependency.__qualname__ = f"get_loader({loader_cls.__qualname__})"
-        dependency = _dependencies.setdefault(loader_cls, dependency)
-    return dependency
+    dependency.__name__ = dependency.__qualname__ = f"get_loader({loader_cls.__name__})"
+    return _dependencies.setdefault(loader_cls, dependency)
