@@ -1,0 +1,71 @@
+"""Runs the blog demo end to end: a real uvicorn server, real requests, the printed report."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from examples.blog import demo
+from examples.blog.server import REPO_ROOT
+
+
+def test_demo_prints_the_report(capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+
+    rows = {}
+    for endpoint in demo.ENDPOINTS:
+        [line] = [line for line in out.splitlines() if line.startswith(endpoint.label)]
+        naive, loaders = line[len(endpoint.label) :].split()[:2]
+        rows[endpoint.label] = (naive, loaders)
+    # One query per loader per level, against one per row.
+    assert rows["REST GET /posts?limit=20"] == ("251", "5")
+    assert rows["GraphQL posts(limit: 20) {author tags comments {author}}"] == ("251", "5")
+    assert rows["REST GET /authors/{id}"][1] == "3"
+    assert rows["GraphQL author(id) {posts {tags}}"][1] == "3"
+    assert re.search(r"p50 / p95", out)
+    assert "naive and loader responses: identical" in out
+    assert "FAILED" not in out
+    assert re.search(r"^Conclusion: .* 5 instead of 251 \(50x fewer\)", out, re.MULTILINE)
+
+
+def test_demo_serve_keeps_serving_until_interrupted() -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "examples.blog.demo", "--quick", "--serve"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 120
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("serving at") or time.monotonic() > deadline:
+                break
+        match = re.search(r"API docs (http://127\.0\.0\.1:\d+)/docs", lines[-1])
+        assert match, "".join(lines)
+        url = match.group(1)
+        assert httpx.get(f"{url}/docs").status_code == 200
+        assert httpx.get(f"{url}/posts", params={"limit": 1}).status_code == 200
+
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, "".join(lines) + rest
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/healthz")  # the server went down with the demo
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
