@@ -76,9 +76,18 @@ def check_optional_callable(label: str, option: str, value: object) -> None:
         raise TypeError(f"{label}: {option} must be a callable or None; got {describe(value)}")
 
 
-def check_name(label: str, value: object) -> None:
+def check_name(label: str, value: object) -> str | None:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{label}: name must be a str or None; got {describe(value)}")
+    return value
+
+
+def check_batch(label: str, value: object) -> bool:
+    return check_bool(label, "batch", value)
+
+
+def check_cache(label: str, value: object) -> bool:
+    return check_bool(label, "cache", value)
 
 
 def check_loop(label: str, value: object) -> None:

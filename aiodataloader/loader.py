@@ -2,7 +2,8 @@
 them, and caches one future per key.
 
 Compatibility contract: aiodataloader 0.4.3 (its constructor, subclass style, methods and
-returned ``asyncio.Future`` objects). Everything added here is opt-in.
+returned ``asyncio.Future`` objects). Everything added here is opt-in, and the hot paths
+(``load`` on a hit and on a miss, the resolve loop) are measured in ``benchmarks/``.
 """
 
 from __future__ import annotations
@@ -11,19 +12,15 @@ import asyncio
 import inspect
 import warnings
 from asyncio import AbstractEventLoop, Future
-from collections.abc import (
-    Awaitable,
-    Callable,
-    Coroutine,
-    Iterable,
-    Mapping,
-    MutableMapping,
-    Sequence,
-)
-from typing import Any, Generic, Literal, TypeVar, overload
+from asyncio.events import _get_running_loop
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from functools import partial
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from . import _arguments as arguments
 from ._batch import Batch, values_for_keys
+from ._options import Option, adopt_class_defaults
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -34,6 +31,13 @@ BatchLoadFn = Callable[
 ]
 BatchScheduleFn = Callable[[Callable[[], None]], object]
 
+_OPTIONS: dict[str, Option[Any]] = {
+    "batch": Option(True, arguments.check_batch),
+    "max_batch_size": Option(None, arguments.check_max_batch_size),
+    "cache": Option(True, arguments.check_cache),
+    "name": Option(None, arguments.check_name),
+}
+
 
 class DataLoader(Generic[K, V]):
     """Batches and caches loads of ``V`` values by ``K`` keys.
@@ -43,13 +47,24 @@ class DataLoader(Generic[K, V]):
     ``Exception`` instance in place of a value rejects that key only.
     """
 
-    # Class-level defaults, overridable by subclasses (0.4.3 style).
-    batch: bool = True
-    max_batch_size: int | None = None
-    cache: bool = True
-    name: str | None = None
+    # Class-level defaults that subclasses override (0.4.3 style: ``cache = False``).
+    # At run time they are validated descriptors; type checkers see plain attributes.
+    if TYPE_CHECKING:
+        batch: bool = True
+        max_batch_size: int | None = None
+        cache: bool = True
+        name: str | None = None
+    else:
+        batch = _OPTIONS["batch"]
+        max_batch_size = _OPTIONS["max_batch_size"]
+        cache = _OPTIONS["cache"]
+        name = _OPTIONS["name"]
 
     batch_load_fn: BatchLoadFn[K, V]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        adopt_class_defaults(cls, _OPTIONS)
 
     def __init__(
         self,
@@ -65,21 +80,21 @@ class DataLoader(Generic[K, V]):
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[K], object] | None = None,
     ) -> None:
-        arguments.check_name(type(self).__name__, name)
+        self._key_fn: Callable[[K], object] | None = None
+        self._cache: MutableMapping[Any, Future[V]] = {}
         if name is not None:
             self.name = name
         label = self._label()
-        arguments.check_name(label, self.name)
 
         if batch_load_fn is not None:
             self.batch_load_fn = batch_load_fn
         arguments.check_batch_load_fn(label, getattr(self, "batch_load_fn", None))
-
-        self.batch = arguments.check_bool(label, "batch", self.batch if batch is None else batch)
-        self.cache = arguments.check_bool(label, "cache", self.cache if cache is None else cache)
-        self.max_batch_size = arguments.check_max_batch_size(
-            label, self.max_batch_size if max_batch_size is None else max_batch_size
-        )
+        if batch is not None:
+            self.batch = batch
+        if max_batch_size is not None:
+            self.max_batch_size = max_batch_size
+        if cache is not None:
+            self.cache = cache
 
         if cache_key_fn is not None:
             if get_cache_key is not None:
@@ -87,30 +102,36 @@ class DataLoader(Generic[K, V]):
             get_cache_key = cache_key_fn
         arguments.check_optional_callable(label, "get_cache_key", get_cache_key)
         if get_cache_key is not None:
-            self._key_fn: Callable[[K], object] | None = get_cache_key
+            self._key_fn = get_cache_key
         elif type(self).get_cache_key is not DataLoader.get_cache_key:
             self._key_fn = self.get_cache_key
-        else:
-            self._key_fn = None
+        if cache_map is not None:
+            self._cache = arguments.check_cache_map(label, cache_map)
 
         arguments.check_optional_callable(label, "batch_schedule_fn", batch_schedule_fn)
         self._schedule = batch_schedule_fn
-
         arguments.check_loop(label, loop)
         self._loop = loop
-
-        self._cache: MutableMapping[Any, Future[V]] = (
-            {} if cache_map is None else arguments.check_cache_map(label, cache_map)
-        )
         self._batch: Batch | None = None
         # Every batch task is referenced here until done (asyncio keeps only weak ones).
         self._running: dict[asyncio.Task[None], Batch] = {}
+        self._options_changed()
+
+    def _options_changed(self) -> None:
+        """Recompute the plain attributes that the hot paths read instead of the options."""
+        self._batching: bool = self.batch
+        self._max_size: int | None = self.max_batch_size
+        self._caching: bool = self.cache
+        # load() serves hits through this bound get when keys are their own cache keys.
+        self._identity_get: Callable[[Any], Future[V] | None] | None = (
+            self._cache.get if self._caching and self._key_fn is None else None
+        )
 
     # -- public API ------------------------------------------------------------------
 
     def get_cache_key(self, key: K) -> object:
         """The cache key of ``key``; override it (or pass ``get_cache_key=``) for keys that
-        are unhashable or equal under another identity."""
+        are unhashable or equal under another identity. Read once, at construction."""
         return key if self._key_fn is None else self._key_fn(key)
 
     @property
@@ -126,24 +147,18 @@ class DataLoader(Generic[K, V]):
     def load(self, key: K) -> Future[V]:
         """A future of the value for ``key``. Loads in the same tick share one batch; a
         cached key returns the very same future."""
+        get = self._identity_get
+        if get is None:
+            return self._load_with_cache_key(key)
+        future = get(key)
+        # A cancelled future is a miss: one caller's cancellation must not poison the key.
+        if future is not None and not future.cancelled():
+            return future
         if key is None:
-            raise TypeError(
-                f"{self._label()}: load() must be called with a key that is not None; got None"
-            )
-        if self.cache:
-            key_fn = self._key_fn
-            cache_key = key if key_fn is None else key_fn(key)
-            cache = self._cache
-            future = cache.get(cache_key)
-            # A cancelled future is a miss: one caller's cancellation must not poison the key.
-            if future is not None and not future.cancelled():
-                return future
-            batch = self._batch or self._open_batch()
-            future = batch.loop.create_future()
-            cache[cache_key] = future
-        else:
-            batch = self._batch or self._open_batch()
-            future = batch.loop.create_future()
+            raise self._none_key_error()
+        batch = self._batch or self._open_batch()
+        future = batch.loop.create_future()
+        self._cache[key] = future
         batch.keys.append(key)
         batch.futures.append(future)
         return future
@@ -171,13 +186,13 @@ class DataLoader(Generic[K, V]):
                 f"{self._label()}: load_many() must be called with an iterable of keys "
                 f"(a list, tuple, ...); got {arguments.describe(keys)}"
             )
-        futures = [self.load(key) for key in keys]
-        return asyncio.gather(*futures, return_exceptions=return_exceptions)
+        load = self.load
+        return asyncio.gather(*[load(key) for key in keys], return_exceptions=return_exceptions)
 
     def prime(self: LoaderT, key: K, value: V | BaseException, force: bool = False) -> LoaderT:
         """Cache ``value`` (an ``Exception`` caches a rejection) unless ``key`` is cached
         already; ``force=True`` replaces it, and settles a load still in flight."""
-        if self.cache:
+        if self._caching:
             self._prime(key, value, force)
         return self
 
@@ -193,7 +208,7 @@ class DataLoader(Generic[K, V]):
                 f"{self._label()}: prime_many() must be called with a mapping or an iterable "
                 f"of (key, value) pairs; got {arguments.describe(values)}"
             )
-        if self.cache:
+        if self._caching:
             for pair in pairs:
                 if not isinstance(pair, tuple) or len(pair) != 2:
                     raise TypeError(
@@ -205,7 +220,7 @@ class DataLoader(Generic[K, V]):
 
     def clear(self: LoaderT, key: K) -> LoaderT:
         """Drop ``key`` from the cache (a missing key is fine)."""
-        if self.cache:
+        if self._caching:
             self._cache.pop(self.get_cache_key(key), None)
         return self
 
@@ -216,14 +231,14 @@ class DataLoader(Generic[K, V]):
                 f"{self._label()}: clear_many() must be called with an iterable of keys; "
                 f"got {arguments.describe(keys)}"
             )
-        if self.cache:
+        if self._caching:
             for key in keys:
                 self._cache.pop(self.get_cache_key(key), None)
         return self
 
     def clear_all(self: LoaderT) -> LoaderT:
         """Empty the cache."""
-        if self.cache:
+        if self._caching:
             self._cache.clear()
         return self
 
@@ -236,36 +251,61 @@ class DataLoader(Generic[K, V]):
             self._batch = None
         for batch in batches:
             self._settle_failed(batch.keys, batch.futures, None)
-        tasks = list(self._running)
+        current = asyncio.current_task()
+        tasks = [task for task in self._running if task is not current and not task.done()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        for task in [task for task in self._running if task.done()]:
+            del self._running[task]
 
     def __repr__(self) -> str:
-        cached = len(self._cache) if self.cache else 0
+        cached = len(self._cache) if self._caching else 0
         queued = len(self._batch.keys) if self._batch is not None else 0
         return (
             f"<{type(self).__name__} name={self.name!r} cached={cached} queued={queued} "
             f"batches_in_flight={len(self._running)}>"
         )
 
-    # -- dispatch --------------------------------------------------------------------
+    # -- loading ---------------------------------------------------------------------
+
+    def _load_with_cache_key(self, key: K) -> Future[V]:
+        """load() when keys go through a cache key function, or the cache is off."""
+        if key is None:
+            raise self._none_key_error()
+        if self._caching:
+            key_fn = self._key_fn
+            cache_key = key if key_fn is None else key_fn(key)
+            future = self._cache.get(cache_key)
+            if future is not None and not future.cancelled():
+                return future
+            batch = self._batch or self._open_batch()
+            future = batch.loop.create_future()
+            self._cache[cache_key] = future
+        else:
+            batch = self._batch or self._open_batch()
+            future = batch.loop.create_future()
+        batch.keys.append(key)
+        batch.futures.append(future)
+        return future
 
     def _open_batch(self) -> Batch:
-        loop = self._bind_loop()
+        loop = self._loop
+        if loop is None or loop is not _get_running_loop():
+            loop = self._bind_loop()
         batch = Batch(loop)
-        if not self.batch:
+        if not self._batching:
             # Each key alone: this batch is never offered to another load.
             loop.call_soon(self._dispatch, batch)
-            return batch
-        self._batch = batch
-        if self._schedule is None:
+        elif self._schedule is None:
+            self._batch = batch
             # The task takes the batch on its first step, two loop iterations from now:
             # the same window as 0.4.3 (loads from chained coroutines still join it).
             loop.call_soon(self._dispatch, batch)
         else:
-            self._schedule(lambda: self._dispatch_scheduled(batch))
+            self._batch = batch
+            self._schedule(partial(self._dispatch_scheduled, batch))
         return batch
 
     def _dispatch_scheduled(self, batch: Batch) -> None:
@@ -276,35 +316,36 @@ class DataLoader(Generic[K, V]):
 
     def _dispatch(self, batch: Batch) -> None:
         if batch.task is None:
-            self._start(batch, self._run_batch(batch))
-
-    def _start(self, batch: Batch, coro: Coroutine[Any, Any, None]) -> None:
-        task = batch.loop.create_task(coro)
-        batch.task = task
-        self._running[task] = batch
-        task.add_done_callback(self._running.pop)
+            task = batch.loop.create_task(self._run_batch(batch))
+            batch.task = task
+            if not task.done():  # an eager task factory may have finished it already
+                self._running[task] = batch
 
     async def _run_batch(self, batch: Batch) -> None:
-        if self._batch is batch:
-            self._batch = None
-        keys, futures = batch.keys, batch.futures
-        size = self.max_batch_size
-        if size and len(keys) > size:
-            # Chunks run concurrently, in key order, as 0.4.3 dispatches them.
-            for start in range(size, len(keys), size):
-                chunk = Batch(batch.loop)
-                chunk.keys = keys[start : start + size]
-                chunk.futures = futures[start : start + size]
-                self._start(chunk, self._call_batch_fn(chunk.keys, chunk.futures))
-            keys, futures = keys[:size], futures[:size]
-        await self._call_batch_fn(keys, futures)
+        try:
+            if self._batch is batch:
+                self._batch = None
+            keys, futures = batch.keys, batch.futures
+            size = self._max_size
+            if size and len(keys) > size:
+                # Chunks run concurrently, in key order, as 0.4.3 dispatches them.
+                for start in range(size, len(keys), size):
+                    chunk = Batch(batch.loop)
+                    chunk.keys = keys[start : start + size]
+                    chunk.futures = futures[start : start + size]
+                    self._dispatch(chunk)
+                keys, futures = keys[:size], futures[:size]
+            await self._call_batch_load_fn(keys, futures)
+        finally:
+            if batch.task is not None:
+                self._running.pop(batch.task, None)
 
-    async def _call_batch_fn(self, keys: list[K], futures: list[Future[V]]) -> None:
+    async def _call_batch_load_fn(self, keys: list[K], futures: list[Future[V]]) -> None:
         if futures[0].done() and all(future.done() for future in futures):
-            return  # every caller has gone (cancelled): nothing to load
+            return  # every load was settled or cancelled before dispatch: nothing to fetch
         try:
             result = self.batch_load_fn(keys)
-            if not inspect.isawaitable(result):
+            if type(result) is not CoroutineType and not inspect.isawaitable(result):
                 raise TypeError(
                     f"{self._label()}: the batch function must return an awaitable; it "
                     f"returned {arguments.describe(result)}"
@@ -330,7 +371,7 @@ class DataLoader(Generic[K, V]):
     ) -> None:
         """Reject (or, with no error, cancel) every pending future of a failed batch and
         evict them, so that the failure is not cached."""
-        if self.cache:
+        if self._caching:
             cache = self._cache
             key_fn = self._key_fn
             for key, future in zip(keys, futures, strict=True):
@@ -345,8 +386,6 @@ class DataLoader(Generic[K, V]):
                 else:
                     future.set_exception(error)
 
-    # -- helpers ---------------------------------------------------------------------
-
     def _prime(self, key: K, value: V | BaseException, force: bool) -> None:
         cache_key = self.get_cache_key(key)
         cached = self._cache.get(cache_key)
@@ -360,11 +399,10 @@ class DataLoader(Generic[K, V]):
         _settle(future, value)
         self._cache[cache_key] = future
 
-    def _label(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"
+    # -- event loop ------------------------------------------------------------------
 
     def _bind_loop(self) -> AbstractEventLoop:
-        running = _running_loop_or_none()
+        running = _get_running_loop()
         loop = self._loop
         if running is loop and loop is not None:
             return loop
@@ -372,8 +410,9 @@ class DataLoader(Generic[K, V]):
             if loop is not None:
                 return loop
             running = _implicit_loop(self._label())
-        elif loop is not None and loop is not running:
-            if self._running and not loop.is_closed():
+        elif loop is not None:
+            in_flight = any(not task.done() for task in self._running)
+            if in_flight and not loop.is_closed():
                 raise RuntimeError(
                     f"{self._label()} is serving another running event loop and has batches "
                     "in flight there; a loader serves one event loop at a time: create one "
@@ -389,7 +428,7 @@ class DataLoader(Generic[K, V]):
         futures of the new loop (a done future of a closed loop breaks ``gather``)."""
         self._batch = None
         self._running.clear()
-        if not self.cache:
+        if not self._caching:
             return
         cache = self._cache
         for cache_key, future in list(cache.items()):
@@ -403,12 +442,13 @@ class DataLoader(Generic[K, V]):
             else:
                 del cache[cache_key]
 
+    def _label(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
 
-def _running_loop_or_none() -> AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+    def _none_key_error(self) -> TypeError:
+        return TypeError(
+            f"{self._label()}: load() must be called with a key that is not None; got None"
+        )
 
 
 def _implicit_loop(label: str) -> AbstractEventLoop:

@@ -95,15 +95,27 @@ def test_bad_options_are_rejected(
     assert str(info.value).startswith("DataLoader")
 
 
-def test_bad_class_level_defaults_are_rejected() -> None:
-    class Bad(DataLoader[int, int]):
-        max_batch_size = -5
+def test_bad_class_level_defaults_are_rejected_when_the_class_is_defined() -> None:
+    with pytest.raises(ValueError, match=r"Bad: max_batch_size must be a positive int"):
 
-        async def batch_load_fn(self, keys: list[int]) -> list[int]:
-            return keys
+        class Bad(DataLoader[int, int]):
+            max_batch_size = -5
 
-    with pytest.raises(ValueError, match=r"Bad\(name=None\): max_batch_size"):
-        Bad()
+    with pytest.raises(TypeError, match=r"AlsoBad: cache must be True or False"):
+
+        class AlsoBad(DataLoader[int, int]):
+            cache = "no"  # type: ignore[assignment]
+
+
+@pytest.mark.anyio
+async def test_options_set_after_construction_are_validated_and_applied() -> None:
+    loader = DataLoader(good, name="users")
+    with pytest.raises(TypeError, match=r"DataLoader\(name='users'\): batch must be True"):
+        loader.batch = None  # type: ignore[assignment]
+    with pytest.raises(ValueError, match=r"max_batch_size must be a positive int"):
+        loader.max_batch_size = -1
+    loader.cache = False
+    assert loader.load(1) is not loader.load(1)
 
 
 def test_get_cache_key_and_its_alias_together_are_rejected() -> None:
