@@ -222,7 +222,10 @@ class LoaderMiddleware:
             await self.app(scope, receive, send)
         finally:
             try:
-                await loaders.aclose()
+                if loaders._loaders:
+                    await loaders.aclose()
+                else:  # the common no-loader request: no coroutine, no cancel scope
+                    loaders._conn = None
             finally:
                 _current_loaders.reset(token)
 

@@ -1,0 +1,216 @@
+"""Per-request cost of LoaderMiddleware against the same app without it.
+
+Two identical Starlette apps: one wrapped in LoaderMiddleware, one not (it builds its loaders
+by hand, per request). Each is hit with a request that uses no loader and one that uses three,
+in-process over httpx's ASGITransport and over a real uvicorn server on 127.0.0.1 (in a child
+process, so client and server do not share a GIL). The two apps run side by side in
+interleaved rounds; the result is the median of the per-round ratios with/without.
+
+    python benchmarks/http_overhead.py           # about a minute
+    python benchmarks/http_overhead.py --quick   # smoke run, under 20 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
+
+from aiodataloader import DataLoader
+from aiodataloader.asgi import LoaderMiddleware, get_loaders
+
+
+class Users(DataLoader[int, str]):
+    async def batch_load_fn(self, keys: list[int]) -> list[str]:
+        return [f"user{k}" for k in keys]
+
+
+class Posts(Users):
+    pass
+
+
+class Tags(Users):
+    pass
+
+
+LOADERS = (Users, Posts, Tags)
+
+
+async def no_loader(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def three_with_middleware(request: Request) -> Response:
+    loaders = get_loaders(request)
+    values = [await loaders.get(cls).load(1) for cls in LOADERS]
+    return PlainTextResponse(",".join(values))
+
+
+async def three_by_hand(request: Request) -> Response:
+    values = [await cls().load(1) for cls in LOADERS]
+    return PlainTextResponse(",".join(values))
+
+
+def build_apps() -> tuple[ASGIApp, ASGIApp]:
+    """(with LoaderMiddleware, without)."""
+    with_mw = Starlette(
+        routes=[Route("/none", no_loader), Route("/three", three_with_middleware)],
+        middleware=[Middleware(LoaderMiddleware)],
+    )
+    without = Starlette(routes=[Route("/none", no_loader), Route("/three", three_by_hand)])
+    return with_mw, without
+
+
+def both_apps() -> ASGIApp:
+    """One server for both sides: the same dispatch cost in front of each."""
+    with_mw, without = build_apps()
+    return Starlette(routes=[Mount("/with", with_mw), Mount("/without", without)])
+
+
+@dataclass
+class Row:
+    transport: str
+    request: str
+    without_us: float
+    with_us: float
+    ratio: float
+
+
+def interleaved(
+    rounds: int, time_with: Callable[[], float], time_without: Callable[[], float]
+) -> tuple[float, float, float]:
+    """(median s/request without, with, median of the paired ratios with/without)."""
+    ratios, t_with, t_without = [], [], []
+    for i in range(rounds):
+        # Alternate which side goes first, so drift and warm-up hit both alike.
+        if i % 2:
+            a, b = time_with(), time_without()
+        else:
+            b, a = time_without(), time_with()
+        t_with.append(a)
+        t_without.append(b)
+        ratios.append(a / b)
+    return statistics.median(t_without), statistics.median(t_with), statistics.median(ratios)
+
+
+def bench_asgi(rounds: int, per_round: int) -> list[Row]:
+    with_mw, without = build_apps()
+    clients = [
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
+        for app in (with_mw, without)
+    ]
+    loop = asyncio.new_event_loop()  # not asyncio.run: the timing loop stays synchronous
+    rows = []
+    try:
+        for path, label in (("/none", "no loader"), ("/three", "three loaders")):
+
+            async def requests(client: httpx.AsyncClient, path: str = path) -> None:
+                for _ in range(per_round):
+                    await client.get(path)
+
+            def timed(client: httpx.AsyncClient) -> float:
+                start = time.perf_counter()
+                loop.run_until_complete(requests(client))
+                return (time.perf_counter() - start) / per_round
+
+            timed(clients[0])  # warm-up
+            timed(clients[1])
+            t_without, t_with, ratio = interleaved(
+                rounds, lambda: timed(clients[0]), lambda: timed(clients[1])
+            )
+            rows.append(Row("in-process (httpx ASGI)", label, t_without * 1e6, t_with * 1e6, ratio))
+        for client in clients:
+            loop.run_until_complete(client.aclose())
+    finally:
+        loop.close()
+    return rows
+
+
+def serve(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(both_apps(), host="127.0.0.1", port=port, log_level="error", lifespan="off")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def bench_uvicorn(rounds: int, per_round: int) -> list[Row]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port)], stdout=subprocess.DEVNULL
+    )
+    rows = []
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        with httpx.Client(base_url=base) as client:
+            while True:
+                try:
+                    client.get("/with/none")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            for path, label in (("/none", "no loader"), ("/three", "three loaders")):
+
+                def timed(prefix: str, path: str = path) -> float:
+                    start = time.perf_counter()
+                    for _ in range(per_round):
+                        client.get(prefix + path)
+                    return (time.perf_counter() - start) / per_round
+
+                timed("/with")  # warm-up
+                timed("/without")
+                t_without, t_with, ratio = interleaved(
+                    rounds, lambda: timed("/with"), lambda: timed("/without")
+                )
+                rows.append(Row("uvicorn 127.0.0.1", label, t_without * 1e6, t_with * 1e6, ratio))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run, under 20 s")
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    rounds, asgi_n, http_n = (30, 50, 40) if args.quick else (150, 100, 60)
+    rows = bench_asgi(rounds, asgi_n) + bench_uvicorn(rounds, http_n)
+    print(
+        f"{'transport':<24} {'request':<14} {'without µs':>11} {'with µs':>9} "
+        f"{'overhead':>9}  (median of {rounds} paired ratios)"
+    )
+    for r in rows:
+        print(
+            f"{r.transport:<24} {r.request:<14} {r.without_us:>11.1f} {r.with_us:>9.1f} "
+            f"{(r.ratio - 1) * 100:>+8.1f}%"
+        )
+
+
+if __name__ == "__main__":
+    main()
