@@ -21,9 +21,7 @@ async def do_test() -> bool:
 
 def id_loader(
     *,
-    resolve: Optional[
-        Callable[[List[T1]], Coroutine[Any, Any, Union[List[T1], List[T2]]]]
-    ] = None,
+    resolve: Optional[Callable[[List[T1]], Coroutine[Any, Any, Union[List[T1], List[T2]]]]] = None,
     **dl_kwargs: Any,
 ) -> Tuple[DataLoader[T1, Union[T1, T2]], List[List[T1]]]:
     load_calls: List[List[T1]] = []
@@ -101,9 +99,7 @@ async def test_batches_multiple_requests() -> None:
 
 
 async def test_batches_multiple_requests_with_max_batch_sizes() -> None:
-    loader_result: Tuple[DataLoader[int, int], List[List[int]]] = id_loader(
-        max_batch_size=2
-    )
+    loader_result: Tuple[DataLoader[int, int], List[List[int]]] = id_loader(max_batch_size=2)
     identity_loader, load_calls = loader_result
 
     promise1 = identity_loader.load(1)
@@ -253,16 +249,12 @@ async def test_does_not_prime_keys_that_already_exist() -> None:
 
 async def test_resolves_to_error_to_indicate_failure() -> None:
     async def resolve(keys: List[int]) -> List[int]:
-        mapped_keys = [
-            key if key % 2 == 0 else Exception("Odd: {}".format(key)) for key in keys
-        ]
+        mapped_keys = [key if key % 2 == 0 else Exception("Odd: {}".format(key)) for key in keys]
         # ignored because Exceptions are not expected for a batch_load_fn
         # but we are testing unexpected behavior
         return mapped_keys  # type: ignore
 
-    loader_result: Tuple[DataLoader[int, int], List[List[int]]] = id_loader(
-        resolve=resolve
-    )
+    loader_result: Tuple[DataLoader[int, int], List[List[int]]] = id_loader(resolve=resolve)
     even_loader, load_calls = loader_result
 
     with pytest.raises(Exception) as exc_info:
@@ -277,14 +269,10 @@ async def test_resolves_to_error_to_indicate_failure() -> None:
 
 async def test_can_represent_failures_and_successes_simultaneously() -> None:
     async def resolve(keys: List[int]) -> List[int]:
-        mapped_keys = [
-            key if key % 2 == 0 else Exception("Odd: {}".format(key)) for key in keys
-        ]
+        mapped_keys = [key if key % 2 == 0 else Exception("Odd: {}".format(key)) for key in keys]
         return mapped_keys  # type: ignore
 
-    loader_result: Tuple[DataLoader[int, int], List[List[int]]] = id_loader(
-        resolve=resolve
-    )
+    loader_result: Tuple[DataLoader[int, int], List[List[int]]] = id_loader(resolve=resolve)
     even_loader, load_calls = loader_result
 
     promise1 = even_loader.load(1)
@@ -437,9 +425,7 @@ async def test_caches_failed_fetches() -> None:
         mapped_keys = [Exception("Error: {}".format(key)) for key in keys]
         return mapped_keys  # type: ignore
 
-    loader_result: Tuple[DataLoader[int, int], List[List[int]]] = id_loader(
-        resolve=resolve
-    )
+    loader_result: Tuple[DataLoader[int, int], List[List[int]]] = id_loader(resolve=resolve)
     error_loader, load_calls = loader_result
 
     with pytest.raises(Exception) as exc_info:
@@ -491,9 +477,7 @@ async def test_catches_error_if_loader_resolver_fails() -> None:
     def do_resolve(x: List[Any]) -> Coroutine[Any, Any, List[Any]]:
         raise exc
 
-    loader_result: Tuple[DataLoader[str, str], List[List[str]]] = id_loader(
-        resolve=do_resolve
-    )
+    loader_result: Tuple[DataLoader[str, str], List[List[str]]] = id_loader(resolve=do_resolve)
     a_loader, a_load_calls = loader_result
 
     with pytest.raises(Exception) as exc_info:
@@ -511,14 +495,10 @@ async def test_can_call_a_loader_from_a_loader() -> None:
     async def do_resolve(keys: List[str]) -> List[str]:
         return list(await deep_loader.load(tuple(keys)))
 
-    a_loader_result: Tuple[DataLoader[str, str], List[List[str]]] = id_loader(
-        resolve=do_resolve
-    )
+    a_loader_result: Tuple[DataLoader[str, str], List[List[str]]] = id_loader(resolve=do_resolve)
     a_loader, a_load_calls = a_loader_result
 
-    b_loader_result: Tuple[DataLoader[str, str], List[List[str]]] = id_loader(
-        resolve=do_resolve
-    )
+    b_loader_result: Tuple[DataLoader[str, str], List[List[str]]] = id_loader(resolve=do_resolve)
     b_loader, b_load_calls = b_loader_result
 
     a1, b1, a2, b2 = await gather(
@@ -542,9 +522,7 @@ async def test_dataloader_clear_with_missing_key_works() -> None:
     async def do_resolve(x: List[Any]) -> List[Any]:
         return x
 
-    a_loader_result: Tuple[DataLoader[str, str], List[List[str]]] = id_loader(
-        resolve=do_resolve
-    )
+    a_loader_result: Tuple[DataLoader[str, str], List[List[str]]] = id_loader(resolve=do_resolve)
     a_loader, a_load_calls = a_loader_result
 
     assert a_loader.clear("A1") == a_loader

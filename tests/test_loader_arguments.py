@@ -90,8 +90,9 @@ def test_accepted_async_callables() -> None:
 def test_bad_options_are_rejected(
     option: str, value: object, error: type[Exception], expected: str
 ) -> None:
+    options: dict[str, Any] = {option: value}
     with pytest.raises(error, match=expected) as info:
-        DataLoader(good, **{option: value})
+        DataLoader(good, **options)
     assert str(info.value).startswith("DataLoader")
 
 
@@ -150,7 +151,7 @@ async def test_load_requires_a_key() -> None:
 async def test_load_many_requires_an_iterable_of_keys(keys: object) -> None:
     loader = DataLoader(good, name="users")
     with pytest.raises(TypeError, match=r"load_many\(\) must be called with an iterable of keys"):
-        loader.load_many(keys)  # type: ignore[arg-type]
+        loader.load_many(keys)  # type: ignore[call-overload]
 
 
 @pytest.mark.anyio
@@ -168,4 +169,4 @@ async def test_prime_many_requires_pairs(values: object) -> None:
 
 def test_clear_many_requires_an_iterable_of_keys() -> None:
     with pytest.raises(TypeError, match=r"clear_many\(\) must be called with an iterable"):
-        DataLoader(good).clear_many("ab")
+        DataLoader(good).clear_many("ab")  # type: ignore[arg-type]

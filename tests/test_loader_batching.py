@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_loads_in_one_tick_share_one_batch() -> None:
     loader, calls = id_loader()
-    assert await asyncio.gather(loader.load(1), loader.load(2), loader.load(3)) == [1, 2, 3]
+    assert list(await asyncio.gather(loader.load(1), loader.load(2), loader.load(3))) == [1, 2, 3]
     assert calls == [[1, 2, 3]]
 
 
@@ -29,7 +29,7 @@ async def test_loads_from_nested_coroutine_chains_share_one_batch() -> None:
             return await loader.load(key)
         return await deep(key, depth - 1)
 
-    assert await asyncio.gather(deep("A", 0), deep("B", 3), deep("C", 6)) == ["A", "B", "C"]
+    assert list(await asyncio.gather(deep("A", 0), deep("B", 3), deep("C", 6))) == ["A", "B", "C"]
     assert calls == [["A", "B", "C"]]
 
 
@@ -43,7 +43,7 @@ async def test_loads_after_awaiting_resolved_futures_share_the_batch() -> None:
         await done
         return await loader.load(key)
 
-    assert await asyncio.gather(loader.load("A"), after_resolved("B")) == ["A", "B"]
+    assert list(await asyncio.gather(loader.load("A"), after_resolved("B"))) == ["A", "B"]
     assert calls == [["A", "B"]]
 
 
@@ -64,7 +64,7 @@ async def test_loads_separated_by_real_time_do_not_share_a_batch() -> None:
     first = loader.load(1)
     await asyncio.sleep(0.01)
     second = loader.load(2)
-    assert await asyncio.gather(first, second) == [1, 2]
+    assert list(await asyncio.gather(first, second)) == [1, 2]
     assert calls == [[1], [2]]
 
 
@@ -146,7 +146,7 @@ async def test_prime_caches_without_a_batch_and_never_overwrites() -> None:
     loader, calls = id_loader()
     assert loader.prime("A", "primed") is loader
     loader.prime("A", "ignored")
-    assert await asyncio.gather(loader.load("A"), loader.load("B")) == ["primed", "B"]
+    assert list(await asyncio.gather(loader.load("A"), loader.load("B"))) == ["primed", "B"]
     loader.prime("B", "ignored")
     assert await loader.load("B") == "B"
     assert calls == [["B"]]
@@ -201,7 +201,7 @@ async def test_clear_clear_many_and_clear_all_evict_and_chain() -> None:
 
 async def test_batch_false_dispatches_each_key_alone() -> None:
     loader, calls = id_loader(batch=False)
-    assert await asyncio.gather(loader.load(1), loader.load(2), loader.load(1)) == [1, 2, 1]
+    assert list(await asyncio.gather(loader.load(1), loader.load(2), loader.load(1))) == [1, 2, 1]
     assert calls == [[1], [2]]
 
 
@@ -375,7 +375,7 @@ async def test_batch_schedule_fn_time_window_batches_across_real_time() -> None:
     first = loader.load(1)
     await asyncio.sleep(0.005)
     second = loader.load(2)
-    assert await asyncio.gather(first, second) == [1, 2]
+    assert list(await asyncio.gather(first, second)) == [1, 2]
     assert await loader.load(3) == 3
     assert calls == [[1, 2], [3]]
     assert schedule_calls == 2
@@ -399,7 +399,7 @@ async def test_batch_schedule_fn_supports_manual_dispatch() -> None:
     assert calls == [["A", "B"]]
     assert not c.done()
     dispatch()
-    assert await asyncio.gather(a, b, c) == ["A", "B", "C"]
+    assert list(await asyncio.gather(a, b, c)) == ["A", "B", "C"]
     loader.load("D")  # never dispatched: cancel_pending settles it
     await loader.cancel_pending()
     assert calls == [["A", "B"], ["C"]]
@@ -425,7 +425,7 @@ async def test_loader_can_load_from_inside_another_batch_function() -> None:
     values = await asyncio.gather(
         a_loader.load("A1"), b_loader.load("B1"), a_loader.load("A2"), b_loader.load("B2")
     )
-    assert values == ["A1", "B1", "A2", "B2"]
+    assert list(values) == ["A1", "B1", "A2", "B2"]
     assert deep_calls == [["A1", "A2", "B1", "B2"]]
 
 

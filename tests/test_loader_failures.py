@@ -207,7 +207,7 @@ async def test_bad_batch_result_rejects_the_batch_with_a_clear_error(
         calls.append(keys)
         return returned if len(calls) == 1 else keys
 
-    loader = DataLoader(bad, name="users")
+    loader: DataLoader[int, Any] = DataLoader(bad, name="users")
     results = await asyncio.gather(loader.load(1), loader.load(2), return_exceptions=True)
     for error in results:
         assert isinstance(error, TypeError)
