@@ -24,12 +24,61 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class BlogServer:
+    """A ``python -m examples.blog`` child process serving on ``url``."""
+
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
 
+    @classmethod
+    def start(
+        cls, *, host: str = "127.0.0.1", port: int = 0, batch_window_ms: float | None = None
+    ) -> BlogServer:
+        """Start the server on ``host:port`` (a free port if 0); see :meth:`wait_until_ready`."""
+        port = port or free_port(host)
+        command = [sys.executable, "-m", "examples.blog", "--host", host, "--port", str(port)]
+        if batch_window_ms is not None:
+            command += ["--batch-window-ms", str(batch_window_ms)]
+        pythonpath = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
+        fd, log_name = tempfile.mkstemp(prefix="blog-server-", suffix=".log")
+        with os.fdopen(fd, "wb") as log:
+            process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return cls(f"http://{host}:{port}", process, Path(log_name))
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.url, timeout=2.0) as client:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"the blog server exited with code {self.process.returncode}:\n"
+                        + self.log()
+                    )
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the blog server did not start in {timeout:.0f} s")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM, so uvicorn shuts down gracefully and the lifespan closes the database."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log_path.unlink(missing_ok=True)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -41,63 +90,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextmanager
 def blog_server(
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    batch_window_ms: float | None = None,
-    startup_timeout: float = 60.0,
+    *, host: str = "127.0.0.1", port: int = 0, batch_window_ms: float | None = None
 ) -> Iterator[BlogServer]:
-    """Start ``python -m examples.blog`` on ``host:port`` (a free port if 0), wait until it
-    answers, and stop it (SIGTERM, so the lifespan closes the database) when the block exits.
-    """
-    port = port or free_port(host)
-    command = [sys.executable, "-m", "examples.blog", "--host", host, "--port", str(port)]
-    if batch_window_ms is not None:
-        command += ["--batch-window-ms", str(batch_window_ms)]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    with tempfile.TemporaryDirectory(prefix="blog-server-") as tmp:
-        log_path = Path(tmp) / "server.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        server = BlogServer(f"http://{host}:{port}", process, log_path)
-        try:
-            _wait_until_ready(server, startup_timeout)
-            yield server
-        finally:
-            _stop(process)
-
-
-def _wait_until_ready(server: BlogServer, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=server.url, timeout=2.0) as client:
-        while True:
-            if server.process.poll() is not None:
-                raise RuntimeError(
-                    f"the blog server exited with code {server.process.returncode}:\n"
-                    + server.log()
-                )
-            try:
-                if client.get("/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"the blog server did not start in {timeout:.0f} s:\n" + server.log()
-                )
-            time.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """A running blog server for the duration of the block."""
+    server = BlogServer.start(host=host, port=port, batch_window_ms=batch_window_ms)
+    try:
+        server.wait_until_ready()
+        yield server
+    finally:
+        server.stop()

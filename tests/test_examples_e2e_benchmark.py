@@ -1,0 +1,48 @@
+"""A smoke run of benchmarks/e2e_blog.py, so the benchmark keeps working."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from examples.blog.server import REPO_ROOT
+
+
+def load_benchmark() -> ModuleType:
+    path = REPO_ROOT / "benchmarks" / "e2e_blog.py"
+    spec = importlib.util.spec_from_file_location("e2e_blog", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("e2e_blog", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_prints_table_and_writes_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    benchmark = load_benchmark()
+    chart, results = tmp_path / "chart.png", tmp_path / "results.json"
+
+    code = benchmark.main(["--quick", "--chart", str(chart), "--json", str(results)])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "errors: 0" in out
+    rows = {(r["scenario"], r["version"]): r for r in json.loads(results.read_text())["results"]}
+    assert len(rows) == 6
+    for scenario in benchmark.SCENARIOS:
+        assert rows[(scenario.label, "naive")]["queries_per_request"] == 251
+        assert rows[(scenario.label, "loaders")]["queries_per_request"] == 5
+        assert rows[(scenario.label, "loaders + window")]["queries_per_request"] == 5
+        assert all(rows[(scenario.label, v)]["requests"] > 0 for v in benchmark.VARIANTS)
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert chart.read_bytes().startswith(b"\x89PNG")
+    else:
+        assert "chart: skipped" in out
