@@ -6,7 +6,7 @@ in-process over httpx's ASGITransport and over a real uvicorn server on 127.0.0.
 process, so client and server do not share a GIL). The two apps run side by side in
 interleaved rounds; the result is the median of the per-round ratios with/without.
 
-    python benchmarks/http_overhead.py           # about a minute
+    python benchmarks/http_overhead.py           # 1-3 minutes
     python benchmarks/http_overhead.py --quick   # smoke run, under 20 s
 """
 
