@@ -222,10 +222,7 @@ class LoaderMiddleware:
             await self.app(scope, receive, send)
         finally:
             try:
-                if loaders._loaders:
-                    await loaders.aclose()
-                else:  # the common no-loader request: no coroutine, no cancel scope
-                    loaders._conn = None
+                await loaders.aclose()
             finally:
                 _current_loaders.reset(token)
 
