@@ -38,6 +38,6 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def typing(session: nox.Session) -> None:
     """mypy --strict on everything, pyright strict on the typing tests."""
-    install_project(session, "test", "lint")
+    install_project(session, "test", "lint", "bench")
     session.run("mypy")
     session.run("pyright")
