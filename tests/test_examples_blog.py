@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from examples.blog import queries
 from examples.blog.app import QUERY_COUNT_HEADER, create_app
 from examples.blog.db import Database, SeedSize
 from examples.blog.demo import AUTHOR_QUERY, POSTS_QUERY
@@ -246,3 +247,79 @@ async def test_openapi_documents_both_versions(client: httpx.AsyncClient) -> Non
     limit = next(p for p in schema["paths"]["/posts"]["get"]["parameters"] if p["name"] == "limit")
     assert limit["schema"]["minimum"] == 1
     assert limit["schema"]["maximum"] == 100
+
+
+async def test_add_comment_commits_and_is_read_back(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        f"/posts/{SMALL.posts}/comments", json={"author_id": 3, "body": "Batched, finally."}
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["body"] == "Batched, finally."
+    assert created["author"]["id"] == 3
+
+    [post], _ = await get(client, "/posts", limit=1)
+    assert post["comments"][-1] == created
+    [naive_post], _ = await get(client, "/naive/posts", limit=1)
+    assert naive_post == post
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/posts/100000/comments", {"author_id": 1, "body": "hi"}, 404),
+        ("/posts/1/comments", {"author_id": 100000, "body": "hi"}, 422),
+        ("/posts/1/comments", {"author_id": 1, "body": ""}, 422),
+        ("/posts/1/comments", {"author_id": 1, "body": "x" * 2001}, 422),
+        ("/posts/1/comments", {"body": "hi"}, 422),
+        ("/posts/x/comments", {"author_id": 1, "body": "hi"}, 422),
+    ],
+)
+async def test_add_comment_refuses_bad_input(
+    app: FastAPI, client: httpx.AsyncClient, path: str, body: dict[str, Any], status: int
+) -> None:
+    db: Database = app.state.db
+    counts = await db.table_counts()
+    response = await client.post(path, json=body)
+    assert response.status_code == status, response.text
+    assert await db.table_counts() == counts
+
+
+async def test_request_failing_mid_transaction_changes_nothing(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db: Database = app.state.db
+    counts = await db.table_counts()
+    original = queries.insert_comment
+
+    async def insert_then_fail(*args: Any) -> int:
+        await original(*args)
+        raise RuntimeError("the request fails after its INSERT")
+
+    monkeypatch.setattr(queries, "insert_comment", insert_then_fail)
+    with pytest.raises(RuntimeError, match="after its INSERT"):
+        await client.post("/posts/1/comments", json={"author_id": 1, "body": "lost"})
+    assert await db.table_counts() == counts  # rolled back
+
+    monkeypatch.setattr(queries, "insert_comment", original)
+    response = await client.post("/posts/1/comments", json={"author_id": 1, "body": "kept"})
+    assert response.status_code == 201  # the write lock was released
+    assert (await db.table_counts())["comments"] == counts["comments"] + 1
+    assert live_loaders() == []
+
+
+async def test_readers_never_see_uncommitted_rows(app: FastAPI) -> None:
+    db: Database = app.state.db
+    before = await db.table_counts()
+    seen_inside = {}
+
+    async def insert_then_abort() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO comments (post_id, author_id, body) VALUES (1, 1, 'x')")
+            seen_inside.update(await db.table_counts())
+            raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError, match="abort"):
+        await insert_then_abort()
+    assert seen_inside == before  # the readers' view while the transaction was open
+    assert await db.table_counts() == before

@@ -1,13 +1,16 @@
 """The blog app: ``create_app()`` wires the database, the loaders and the routes.
 
-The lifespan opens one aiosqlite connection, creates and seeds the database, and closes the
-connection on shutdown. Every response carries ``X-Query-Count``: the SQL queries it ran.
+The lifespan creates the SQLite database in a temporary folder, opens its connections, seeds
+it, and closes the connections (and removes the folder) on shutdown. Every response carries
+``X-Query-Count``: the SQL queries it ran.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
@@ -44,12 +47,9 @@ class QueryCountMiddleware:
 
 
 def create_app(
-    *,
-    batch_window_seconds: float | None = None,
-    seed_size: SeedSize = DEFAULT_SEED_SIZE,
-    database: str = ":memory:",
+    *, batch_window_seconds: float | None = None, seed_size: SeedSize = DEFAULT_SEED_SIZE
 ) -> FastAPI:
-    """The blog app over a new SQLite database (in memory unless ``database`` is a path).
+    """The blog app over a new SQLite database in a temporary folder, seeded at startup.
 
     ``batch_window_seconds`` gives every loader a ``batch_schedule_fn`` that waits that long
     before dispatching a batch (for the benchmark); by default batches run at once.
@@ -57,13 +57,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = await Database.open(database)
-        try:
-            await db.create_and_seed(seed_size)
-            app.state.db = db
-            yield
-        finally:
-            await db.close()
+        with tempfile.TemporaryDirectory(prefix="aiodataloader-blog-") as folder:
+            db = await Database.open(Path(folder) / "blog.sqlite3")
+            try:
+                await db.create_and_seed(seed_size)
+                app.state.db = db
+                yield
+            finally:
+                await db.close()
 
     app = FastAPI(
         title="aiodataloader blog example",

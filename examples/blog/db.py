@@ -8,12 +8,14 @@ reports, so the N+1 problem is visible in every response.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -135,53 +137,70 @@ def count_queries() -> Iterator[QueryCounter]:
 
 
 class Database:
-    """One aiosqlite connection, opened in the app's lifespan and closed on shutdown."""
+    """The blog's SQLite file through two aiosqlite connections, opened in the app's lifespan
+    and closed on shutdown: one for reads, one for writes.
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
-        self._connection = connection
+    WAL mode lets reads go on while a write transaction is open, and a reader never sees
+    rows that a transaction has not committed yet (or will roll back).
+    """
+
+    def __init__(self, reader: aiosqlite.Connection, writer: aiosqlite.Connection) -> None:
+        self._reader = reader
+        self._writer = writer
+        # One write transaction at a time: they share the writer connection.
+        self._write_lock = asyncio.Lock()
         self.closed = False
 
     @classmethod
-    async def open(cls, path: str = ":memory:") -> Database:
-        connection = await aiosqlite.connect(path)
+    async def open(cls, path: str | Path) -> Database:
+        writer = await aiosqlite.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT
         try:
-            await connection.execute("PRAGMA foreign_keys = ON")
+            await writer.execute("PRAGMA journal_mode = WAL")
+            await writer.execute("PRAGMA foreign_keys = ON")
+            reader = await aiosqlite.connect(path)
         except BaseException:
-            await connection.close()
+            await writer.close()
             raise
-        return cls(connection)
+        return cls(reader, writer)
 
     async def close(self) -> None:
         if not self.closed:
             self.closed = True
-            await self._connection.close()
+            try:
+                await self._reader.close()
+            finally:
+                await self._writer.close()
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        counter = _current_counter.get()
-        if counter is not None:
-            counter.count += 1
-        async with self._connection.execute(sql, params) as cursor:
+        _count_query()
+        async with self._reader.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
-    async def create_and_seed(self, size: SeedSize = DEFAULT_SEED_SIZE, seed: int = 2024) -> None:
-        """Create the tables and fill them with the same data on every run.
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` if the block raises anything
+        (an error, a cancelled request): a request that fails mid-way changes nothing."""
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self._writer)
+            except BaseException:
+                # Shielded: a cancelled request still rolls back before the lock is released.
+                await asyncio.shield(self._writer.rollback())
+                raise
+            await self._writer.commit()
 
-        Runs in one transaction: a failure leaves an empty, consistent database.
-        """
+    async def create_and_seed(self, size: SeedSize = DEFAULT_SEED_SIZE, seed: int = 2024) -> None:
+        """Create the tables and fill them with the same data on every run, in one
+        transaction: a failure leaves an empty, consistent database."""
         rows = _seed_rows(size, seed)
-        connection = self._connection
-        try:
-            await connection.executescript(SCHEMA)
-            await connection.execute("BEGIN")
-            await connection.executemany("INSERT INTO authors VALUES (?, ?, ?)", rows.authors)
-            await connection.executemany("INSERT INTO tags VALUES (?, ?)", rows.tags)
-            await connection.executemany("INSERT INTO posts VALUES (?, ?, ?, ?)", rows.posts)
-            await connection.executemany("INSERT INTO post_tags VALUES (?, ?)", rows.post_tags)
-            await connection.executemany("INSERT INTO comments VALUES (?, ?, ?, ?)", rows.comments)
-            await connection.commit()
-        except BaseException:
-            await connection.rollback()
-            raise
+        await self._writer.executescript(SCHEMA)
+        async with self.transaction() as tx:
+            await tx.executemany("INSERT INTO authors VALUES (?, ?, ?)", rows.authors)
+            await tx.executemany("INSERT INTO tags VALUES (?, ?)", rows.tags)
+            await tx.executemany("INSERT INTO posts VALUES (?, ?, ?, ?)", rows.posts)
+            await tx.executemany("INSERT INTO post_tags VALUES (?, ?)", rows.post_tags)
+            await tx.executemany("INSERT INTO comments VALUES (?, ?, ?, ?)", rows.comments)
 
     async def table_counts(self) -> dict[str, int]:
         counts = {}
@@ -189,6 +208,34 @@ class Database:
             [[count]] = await self.fetch_all(f"SELECT count(*) FROM {table}")
             counts[table] = int(count)
         return counts
+
+
+class Transaction:
+    """Statements inside :meth:`Database.transaction`, counted like reads."""
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._connection = connection
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        _count_query()
+        async with self._connection.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int | None:
+        """Runs ``sql``; returns the id of the row it inserted, if any."""
+        _count_query()
+        async with self._connection.execute(sql, params) as cursor:
+            return cursor.lastrowid
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        _count_query()
+        await self._connection.executemany(sql, rows)
+
+
+def _count_query() -> None:
+    counter = _current_counter.get()
+    if counter is not None:
+        counter.count += 1
 
 
 @dataclass(frozen=True)

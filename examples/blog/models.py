@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from examples.blog import queries
 
@@ -29,6 +29,11 @@ class PostOut(BaseModel):
     author: AuthorOut
     tags: list[str]
     comments: list[CommentOut]
+
+
+class NewComment(BaseModel):
+    author_id: int
+    body: str = Field(min_length=1, max_length=2_000)
 
 
 class PostSummaryOut(BaseModel):

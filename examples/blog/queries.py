@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from examples.blog.db import Database, placeholders
+from examples.blog.db import Database, Transaction, placeholders
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,19 @@ async def comments_of_post(db: Database, post_id: int) -> list[Comment]:
 
 async def tags_of_post(db: Database, post_id: int) -> list[str]:
     return (await tags_by_post_id(db, [post_id]))[post_id]
+
+
+# Writes, inside Database.transaction().
+
+
+async def post_exists(tx: Transaction, post_id: int) -> bool:
+    return bool(await tx.fetch_all("SELECT 1 FROM posts WHERE id = ?", (post_id,)))
+
+
+async def insert_comment(tx: Transaction, post_id: int, author_id: int, body: str) -> int:
+    comment_id = await tx.execute(
+        "INSERT INTO comments (post_id, author_id, body) VALUES (?, ?, ?)",
+        (post_id, author_id, body),
+    )
+    assert comment_id is not None
+    return comment_id

@@ -25,6 +25,7 @@ from examples.blog.models import (
     AuthorOut,
     AuthorWithPostsOut,
     CommentOut,
+    NewComment,
     PostOut,
     PostSummaryOut,
     missing_author,
@@ -107,3 +108,25 @@ async def read_author(
             for post, names in zip(posts, post_tags, strict=True)
         ],
     )
+
+
+@router.post(
+    "/posts/{post_id}/comments",
+    status_code=201,
+    response_model=CommentOut,
+    summary="Add a comment (in a transaction)",
+)
+async def add_comment(
+    post_id: int, comment: NewComment, db: DatabaseDep, authors: Authors, comments: CommentsOfPost
+) -> CommentOut:
+    author = await authors.load(comment.author_id)
+    if author is None:
+        raise HTTPException(status_code=422, detail=f"author {comment.author_id} does not exist")
+    # All or nothing: an error or a cancelled request rolls the transaction back.
+    async with db.transaction() as tx:
+        if not await queries.post_exists(tx, post_id):
+            raise HTTPException(status_code=404, detail=f"post {post_id} not found")
+        comment_id = await queries.insert_comment(tx, post_id, comment.author_id, comment.body)
+    # A loader caches for the whole request: forget what it may have read before the write.
+    comments.clear(post_id)
+    return CommentOut(id=comment_id, body=comment.body, author=AuthorOut.of(author))
