@@ -116,13 +116,12 @@ class Loaders:
     shorter scope of your own, e.g. one per websocket message or GraphQL subscription event.
     """
 
-    __slots__ = ("__weakref__", "_closed", "_conn", "_loaders", "registry")
+    __slots__ = ("__weakref__", "_conn", "_loaders", "registry")
 
     def __init__(self, conn: HTTPConnection, registry: LoaderRegistry | None = None) -> None:
         self.registry = registry if registry is not None else LoaderRegistry()
         self._conn: HTTPConnection | None = conn
         self._loaders: dict[type[DataLoader[Any, Any]], DataLoader[Any, Any]] = {}
-        self._closed = False
 
     def get(self, loader_cls: type[L]) -> L:
         """This request's ``loader_cls`` instance, built by its factory on first use."""
