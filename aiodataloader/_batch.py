@@ -13,15 +13,17 @@ _short.maxstring = _short.maxother = 80
 
 
 class Batch:
-    """Keys and their futures, in load order. ``task`` is set once dispatch starts."""
+    """Keys and their futures, in load order. ``task`` is set once dispatch starts;
+    ``scheduled`` once a custom scheduler's callback has run."""
 
-    __slots__ = ("futures", "keys", "loop", "task")
+    __slots__ = ("futures", "keys", "loop", "scheduled", "task")
 
     def __init__(self, loop: AbstractEventLoop) -> None:
         self.loop = loop
         self.keys: list[Any] = []
         self.futures: list[Future[Any]] = []
         self.task: Task[None] | None = None
+        self.scheduled = False
 
 
 def values_for_keys(label: str, keys: list[Any], values: object) -> list[Any]:

@@ -304,15 +304,24 @@ class DataLoader(Generic[K, V]):
             # the same window as 0.4.3 (loads from chained coroutines still join it).
             loop.call_soon(self._dispatch, batch)
         else:
-            self._batch = batch
+            # If the scheduler raises, load() raises and no batch is left open.
             self._schedule(partial(self._dispatch_scheduled, batch))
+            if not batch.scheduled:
+                self._batch = batch
         return batch
 
     def _dispatch_scheduled(self, batch: Batch) -> None:
         # A custom scheduler's callback closes the batch at once: later loads start anew.
+        if batch.scheduled:
+            return
+        batch.scheduled = True
         if self._batch is batch:
             self._batch = None
-        self._dispatch(batch)
+        if batch.keys:
+            self._dispatch(batch)
+        else:
+            # Called back from inside the scheduler, before load() added its key.
+            batch.loop.call_soon(self._dispatch, batch)
 
     def _dispatch(self, batch: Batch) -> None:
         if batch.task is None:

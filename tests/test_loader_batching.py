@@ -444,3 +444,26 @@ async def test_repr_names_the_loader_and_its_state() -> None:
     loader.load(1)
     assert repr(loader) == "<DataLoader name='users' cached=1 queued=1 batches_in_flight=0>"
     await loader.load(1)
+
+
+async def test_scheduler_that_calls_back_at_once_dispatches_each_load_alone() -> None:
+    loader, calls = id_loader(batch_schedule_fn=lambda dispatch: dispatch())
+    assert list(await asyncio.gather(loader.load(1), loader.load(2))) == [1, 2]
+    assert calls == [[1], [2]]
+
+
+async def test_scheduler_that_raises_fails_the_load_and_leaves_no_open_batch() -> None:
+    attempts = 0
+
+    def flaky_scheduler(dispatch: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("scheduler down")
+        asyncio.get_running_loop().call_soon(dispatch)
+
+    loader, calls = id_loader(batch_schedule_fn=flaky_scheduler)
+    with pytest.raises(RuntimeError, match="scheduler down"):
+        loader.load(1)
+    assert await asyncio.wait_for(loader.load(1), 1) == 1
+    assert calls == [[1]]
