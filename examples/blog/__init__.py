@@ -7,7 +7,7 @@
 - ``rest.py``: ``GET /posts`` and ``GET /authors/{id}`` through loaders, and
   ``POST /posts/{id}/comments`` in a transaction.
 - ``naive.py``: the same endpoints with one query per related row: the N+1 anti-pattern.
-- ``graphql.py``: a Strawberry schema served at ``/graphql`` (loaders) and
+- ``graphql_api.py``: a Strawberry schema served at ``/graphql`` (loaders) and
   ``/naive/graphql`` (one query per resolved field).
 - ``app.py``: ``create_app()``, the lifespan that opens, seeds and closes the database.
 - ``demo.py``: runs the app on uvicorn, sends a scripted set of requests, prints the report.

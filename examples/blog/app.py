@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aiodataloader.asgi import LoaderMiddleware
 from examples.blog import naive, rest
 from examples.blog.db import DEFAULT_SEED_SIZE, Database, SeedSize, count_queries
-from examples.blog.graphql import graphql_router
+from examples.blog.graphql_api import graphql_router
 from examples.blog.loaders import build_registry
 
 QUERY_COUNT_HEADER = "X-Query-Count"
