@@ -323,3 +323,26 @@ async def test_readers_never_see_uncommitted_rows(app: FastAPI) -> None:
         await insert_then_abort()
     assert seen_inside == before  # the readers' view while the transaction was open
     assert await db.table_counts() == before
+
+
+async def test_cancelled_transaction_rolls_back_and_releases_the_lock(app: FastAPI) -> None:
+    db: Database = app.state.db
+    before = await db.table_counts()
+    inserted = asyncio.Event()
+
+    async def insert_then_hang() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO comments (post_id, author_id, body) VALUES (1, 1, 'x')")
+            inserted.set()
+            await asyncio.Event().wait()  # a client that disconnects here cancels the request
+
+    task = asyncio.ensure_future(insert_then_hang())
+    await inserted.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await db.table_counts() == before
+
+    async with db.transaction() as tx:  # not deadlocked: the lock and the writer are free
+        await tx.execute("INSERT INTO comments (post_id, author_id, body) VALUES (1, 1, 'y')")
+    assert (await db.table_counts())["comments"] == before["comments"] + 1
