@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
 from examples.blog import demo
 from examples.blog.server import REPO_ROOT
@@ -72,3 +74,32 @@ def test_demo_reports_then_serves_until_interrupted() -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+@pytest.mark.skipif(
+    not (
+        os.environ.get("AIODATALOADER_TEST_DEMO_SH") == "1"
+        or (os.environ.get("CI") == "true" and sys.version_info[:2] == (3, 10))
+    ),
+    reason="installs from PyPI: runs in CI once (on Python 3.10), or with "
+    "AIODATALOADER_TEST_DEMO_SH=1",
+)
+def test_demo_script_from_scratch_and_again(tmp_path: Path) -> None:
+    """The README's demo command on a new virtualenv, then again on the same one."""
+    env = {**os.environ, "DEMO_VENV": str(tmp_path / "venv"), "PYTHON": sys.executable}
+    command = ["bash", "scripts/demo.sh", "--quick"]
+
+    first = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "creating the virtualenv" in first.stdout
+    check_report(first.stdout)
+
+    again = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "creating the virtualenv" not in again.stdout
+    assert "installing" not in again.stdout  # nothing changed: nothing reinstalled
+    check_report(again.stdout)
