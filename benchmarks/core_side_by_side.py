@@ -272,6 +272,11 @@ class Cell:
         taking the CPU) only ever adds time, so the best rep is the cleanest estimate."""
         return [min(r) if r else float("nan") for r in self.rounds]
 
+    def median(self) -> float | None:
+        """The median over rounds of each round's best rep (what the ratios are made of)."""
+        values = [v for v in self.round_values() if v == v]  # not NaN
+        return statistics.median(values) if values else None
+
     def samples(self) -> list[float]:
         return [v for r in self.rounds for v in r]
 
@@ -358,9 +363,10 @@ def fmt(value: float) -> str:
 
 
 def cell_text(cell: Cell) -> str:
-    if cell.problems or not cell.samples():
+    median = cell.median()
+    if cell.problems or median is None:
         return "ERROR"
-    text = fmt(statistics.median(cell.samples()))
+    text = fmt(median)
     return text + " !" if cell.batching else text
 
 
@@ -385,7 +391,8 @@ def summarize(
                 cell = cells[metric][name]
                 samples = cell.samples()
                 row["impls"][name] = {
-                    "median": statistics.median(samples) if samples else None,
+                    "median": cell.median(),
+                    "median_of_all_reps": statistics.median(samples) if samples else None,
                     "min": min(samples) if samples else None,
                     "rounds": cell.rounds,
                     "problems": cell.problems,
@@ -407,9 +414,9 @@ def print_table(rows: dict[str, Any], cells: dict[str, dict[str, Cell]], names: 
         + "".join(f"{n:>12}" for n in names)
         + "".join(f"{r:>26}" for r in ratio_names)
     )
-    print("\nMEDIAN of all timed reps (lower is better); a/b = median over rounds of the paired")
-    print("ratio of each round's best rep [min-max over rounds]; '!' = batching differs from")
-    print("0.4.3, ERROR = wrong values or an exception")
+    print("\nMEDIAN over rounds of each round's best rep (lower is better); a/b = median over")
+    print("rounds of the paired per-round ratio [min-max over rounds]; '!' = batching differs")
+    print("from 0.4.3, ERROR = wrong values or an exception")
     print(header)
     print("-" * len(header))
     for metric, row in rows.items():
