@@ -23,14 +23,14 @@ with warnings.catch_warnings():
 
 class Counter(DataLoader[int, str]):
     batches: list[list[int]] = []  # shared on purpose: the tests read it
-    closed: list[int] = []
+    closed: list[Counter] = []  # the loaders themselves: ids can be reused after collection
 
     async def batch_load_fn(self, keys: list[int]) -> list[str]:
         Counter.batches.append(keys)
         return [f"n{k}" for k in keys]
 
     async def aclose(self) -> None:
-        Counter.closed.append(id(self))
+        Counter.closed.append(self)
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +76,7 @@ def test_one_container_per_connection_kept_across_messages() -> None:
     assert len(containers) == 2
     assert containers[0] is not containers[1]
     assert len(Counter.closed) == 2
-    assert Counter.closed[0] != Counter.closed[1]
+    assert Counter.closed[0] is not Counter.closed[1]
     assert repr(containers[0]) == "<Loaders [] closed>"
 
 
