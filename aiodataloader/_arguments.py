@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from asyncio import AbstractEventLoop
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 
@@ -46,6 +46,15 @@ def check_batch_load_fn(label: str, fn: object) -> None:
         raise TypeError(
             f"{label}: {expected}; got {describe(fn)}, which is a regular (sync) callable. "
             "Define it with 'async def' so it returns an awaitable of the values"
+        )
+
+
+def check_iterable(label: str, method: str, expected: str, value: object) -> None:
+    """A str or bytes is refused: it is iterable, but never meant as a collection of keys."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"{label}: {method}() must be called with {expected} (a list, tuple, ...); "
+            f"got {describe(value)}"
         )
 
 

@@ -181,11 +181,7 @@ class DataLoader(Generic[K, V]):
     ) -> Future[list[V]] | Future[list[V | BaseException]]:
         """A future of the values for ``keys``, in order. It raises the first error, or,
         with ``return_exceptions=True``, holds each failed key's exception in its place."""
-        if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
-            raise TypeError(
-                f"{self._label()}: load_many() must be called with an iterable of keys "
-                f"(a list, tuple, ...); got {arguments.describe(keys)}"
-            )
+        arguments.check_iterable(self._label(), "load_many", "an iterable of keys", keys)
         load = self.load
         return asyncio.gather(*[load(key) for key in keys], return_exceptions=return_exceptions)
 
@@ -203,11 +199,9 @@ class DataLoader(Generic[K, V]):
     ) -> LoaderT:
         """``prime`` for each (key, value) of a mapping or of an iterable of pairs."""
         pairs = values.items() if isinstance(values, Mapping) else values
-        if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
-            raise TypeError(
-                f"{self._label()}: prime_many() must be called with a mapping or an iterable "
-                f"of (key, value) pairs; got {arguments.describe(values)}"
-            )
+        arguments.check_iterable(
+            self._label(), "prime_many", "a mapping or an iterable of (key, value) pairs", pairs
+        )
         if self._caching:
             for pair in pairs:
                 if not isinstance(pair, tuple) or len(pair) != 2:
@@ -226,11 +220,7 @@ class DataLoader(Generic[K, V]):
 
     def clear_many(self: LoaderT, keys: Iterable[K]) -> LoaderT:
         """Drop each of ``keys`` from the cache."""
-        if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
-            raise TypeError(
-                f"{self._label()}: clear_many() must be called with an iterable of keys; "
-                f"got {arguments.describe(keys)}"
-            )
+        arguments.check_iterable(self._label(), "clear_many", "an iterable of keys", keys)
         if self._caching:
             for key in keys:
                 self._cache.pop(self.get_cache_key(key), None)

@@ -5,11 +5,9 @@ a loader that batches differently. No timing is asserted (and no virtualenv is c
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest
 
 from aiodataloader import DataLoader
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from .benchmark_modules import BENCHMARKS, load_benchmark_module
 
 # Small sizes: the batching shapes are the same as at full size.
 SMALL = {
@@ -36,15 +34,7 @@ SMALL = {
 
 
 def load_scenarios() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "_core_scenarios", BENCHMARKS / "_core_scenarios.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("_core_scenarios", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_module("_core_scenarios")
 
 
 scenarios = load_scenarios()

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from examples.blog.server import REPO_ROOT
+from .benchmark_modules import load_benchmark_module
 
 
 def load_benchmark() -> ModuleType:
-    path = REPO_ROOT / "benchmarks" / "e2e_blog.py"
-    spec = importlib.util.spec_from_file_location("e2e_blog", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("e2e_blog", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_module("e2e_blog")
 
 
 def test_quick_run_prints_table_and_writes_results(
