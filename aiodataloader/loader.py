@@ -235,6 +235,8 @@ class DataLoader(Generic[K, V]):
     async def cancel_pending(self) -> None:
         """Cancel every load that has not completed (queued or in flight) and wait for the
         batch tasks to finish. Afterwards no future of this loader is pending."""
+        if self._batch is None and not self._running:
+            return  # idle: the common case at the end of a request
         batches = list(self._running.values())
         if self._batch is not None:
             batches.append(self._batch)

@@ -467,3 +467,13 @@ async def test_scheduler_that_raises_fails_the_load_and_leaves_no_open_batch() -
         loader.load(1)
     assert await asyncio.wait_for(loader.load(1), 1) == 1
     assert calls == [[1]]
+
+
+async def test_prime_many_and_clear_many_go_through_the_cache_key() -> None:
+    recorder = Recorder()
+    loader = DataLoader(recorder, get_cache_key=str.lower)
+    loader.prime_many({"A": "primed a", "B": "primed b"})
+    assert await loader.load_many(["a", "b"]) == ["primed a", "primed b"]
+    loader.clear_many(["A"])
+    assert await loader.load_many(["a", "B"]) == ["a", "primed b"]
+    assert recorder.calls == [["a"]]

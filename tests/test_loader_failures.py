@@ -244,3 +244,31 @@ async def test_unawaited_primed_error_is_not_reported(
     gc.collect()
     await ticks(2)
     assert loop_errors == []
+
+
+async def test_batch_task_survives_garbage_collection_while_pending() -> None:
+    # The batch awaits a future that only a weak reference reaches from outside: without a
+    # strong reference to the batch task, gc.collect() would destroy it and the load hang.
+    import gc
+    import weakref
+
+    loop = asyncio.get_running_loop()
+
+    async def fn(keys: list[int]) -> list[int]:
+        waiter: asyncio.Future[None] = loop.create_future()
+        reference = weakref.ref(waiter)
+
+        def wake() -> None:
+            alive = reference()
+            if alive is not None:
+                alive.set_result(None)
+
+        loop.call_later(0.05, wake)
+        await waiter
+        return keys
+
+    loader = DataLoader(fn)
+    future = loader.load(1)
+    await ticks(4)
+    gc.collect()
+    assert await asyncio.wait_for(future, 1) == 1
