@@ -342,7 +342,7 @@ class DataLoader(Generic[K, V]):
                 self._running.pop(batch.task, None)
 
     async def _call_batch_load_fn(self, keys: list[K], futures: list[Future[V]]) -> None:
-        if futures[0].done() and all(future.done() for future in futures):
+        if not futures or (futures[0].done() and all(future.done() for future in futures)):
             return  # every load was settled or cancelled before dispatch: nothing to fetch
         try:
             result = self.batch_load_fn(keys)

@@ -272,3 +272,21 @@ async def test_batch_task_survives_garbage_collection_while_pending() -> None:
     await ticks(4)
     gc.collect()
     assert await asyncio.wait_for(future, 1) == 1
+
+
+async def test_cache_map_that_raises_fails_the_load_and_leaves_no_broken_batch(
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    class FullCache(dict[Any, Any]):
+        def __setitem__(self, key: Any, value: Any) -> None:
+            if key == "full":
+                raise MemoryError("cache is full")
+            super().__setitem__(key, value)
+
+    loader, calls = id_loader(cache_map=FullCache())
+    with pytest.raises(MemoryError, match="cache is full"):
+        loader.load("full")
+    await ticks(4)
+    assert await loader.load("ok") == "ok"
+    assert calls == [["ok"]]
+    assert loop_errors == []
