@@ -409,6 +409,12 @@ class DataLoader(Generic[K, V]):
             return loop
         if running is None:
             if loop is not None:
+                if loop.is_running():
+                    raise RuntimeError(
+                        f"{self._label()}: load() was called from a thread other than the one "
+                        "running its event loop; loaders are not thread-safe: load from a "
+                        "coroutine on that loop (e.g. asyncio.run_coroutine_threadsafe)"
+                    )
                 return loop
             running = _implicit_loop(self._label())
         elif loop is not None:

@@ -128,3 +128,15 @@ def test_setting_a_non_loop_is_rejected() -> None:
     loader: DataLoader[int, int] = DataLoader(Recorder(), name="x")
     with pytest.raises(TypeError, match=r"DataLoader\(name='x'\): loop must be an asyncio"):
         loader.loop = "not a loop"  # type: ignore[assignment]
+
+
+def test_load_from_another_thread_while_the_loop_runs_raises_clearly() -> None:
+    loader: DataLoader[int, int] = DataLoader(Recorder(), name="users")
+
+    async def main() -> None:
+        assert await loader.load(1) == 1
+        with pytest.raises(RuntimeError, match=r"DataLoader\(name='users'\): load\(\) was called"):
+            await asyncio.to_thread(loader.load, 2)
+        assert await loader.load(2) == 2
+
+    asyncio.run(main())
