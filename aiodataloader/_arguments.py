@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio.coroutines
 import functools
 import inspect
 from asyncio import AbstractEventLoop
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 
@@ -22,12 +23,19 @@ def is_async_callable(fn: object) -> bool:
     whose ``__call__`` is ``async def``."""
     while isinstance(fn, functools.partial):
         fn = fn.func
-    if inspect.iscoroutinefunction(fn):
+    if inspect.iscoroutinefunction(fn) or _has_asyncio_coroutine_marker(fn):
         return True
     if inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isbuiltin(fn):
         return False
     call = getattr(type(fn), "__call__", None)  # noqa: B004 - we need the method itself
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _has_asyncio_coroutine_marker(fn: object) -> bool:
+    """The marker that asyncio.iscoroutinefunction (what 0.4.3 used) also accepts, carried
+    e.g. by Cython-compiled ``async def`` functions."""
+    marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+    return marker is not None and getattr(fn, "_is_coroutine", None) is marker
 
 
 def check_batch_load_fn(label: str, fn: object) -> None:
@@ -49,11 +57,14 @@ def check_batch_load_fn(label: str, fn: object) -> None:
         )
 
 
-def check_iterable(label: str, method: str, expected: str, value: object) -> None:
-    """A str or bytes is refused: it is iterable, but never meant as a collection of keys."""
+def check_iterable(label: Callable[[], str], method: str, expected: str, value: object) -> None:
+    """A str or bytes is refused: it is iterable, but never meant as a collection of keys.
+    ``label`` is only called on error: these checks sit on load_many's path."""
+    if type(value) is list or type(value) is tuple:
+        return
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise TypeError(
-            f"{label}: {method}() must be called with {expected} (a list, tuple, ...); "
+            f"{label()}: {method}() must be called with {expected} (a list, tuple, ...); "
             f"got {describe(value)}"
         )
 

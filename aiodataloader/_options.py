@@ -5,7 +5,7 @@ values, and a hook so the loader can recompute its fast paths when one changes."
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -27,10 +27,6 @@ class Option(Generic[T]):
         option.attribute, option.public_name = self.attribute, self.public_name
         return option
 
-    @overload
-    def __get__(self, instance: None, owner: type) -> T: ...
-    @overload
-    def __get__(self, instance: object, owner: type) -> T: ...
     def __get__(self, instance: object, owner: type) -> T:
         if instance is None:
             return self.default
@@ -47,5 +43,7 @@ class Option(Generic[T]):
 def adopt_class_defaults(cls: type, options: dict[str, Option[Any]]) -> None:
     """Turn a subclass's plain ``cache = False`` style attributes into validated defaults."""
     for name, option in options.items():
-        if name in cls.__dict__ and not isinstance(cls.__dict__[name], Option):
-            setattr(cls, name, option.with_default(cls, cls.__dict__[name]))
+        value = cls.__dict__.get(name, option)
+        # A method or property of the subclass's own (0.4.3 had no ``name``) is left alone.
+        if not isinstance(value, Option) and not hasattr(value, "__get__"):
+            setattr(cls, name, option.with_default(cls, value))

@@ -6,6 +6,7 @@ lazy ``Loaders`` container, and tears it down once the response has been fully s
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -215,15 +216,24 @@ class LoaderMiddleware:
             await self.app(scope, receive, send)
             return
         loaders = Loaders(HTTPConnection(scope), self.registry)
+        # A nested LoaderMiddleware (e.g. around a mounted GraphQL app) hands the outer
+        # container back when it is done.
+        outer = scope.get(_SCOPE_KEY)
         scope[_SCOPE_KEY] = loaders
         token = _current_loaders.set(loaders)
         try:
             await self.app(scope, receive, send)
-        finally:
-            try:
+        except BaseException:
+            # A teardown error is logged by aclose(); it never replaces the app's own error.
+            with contextlib.suppress(BaseException):
                 await loaders.aclose()
-            finally:
-                _current_loaders.reset(token)
+            raise
+        else:
+            await loaders.aclose()
+        finally:
+            _current_loaders.reset(token)
+            if outer is not None:
+                scope[_SCOPE_KEY] = outer
 
 
 def get_loaders(conn: HTTPConnection) -> Loaders:

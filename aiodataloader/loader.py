@@ -100,9 +100,13 @@ class DataLoader(Generic[K, V]):
             if get_cache_key is not None:
                 raise TypeError(f"{label}: pass get_cache_key or its alias cache_key_fn, not both")
             get_cache_key = cache_key_fn
-        arguments.check_optional_callable(label, "get_cache_key", get_cache_key)
+        arguments.check_optional_callable(
+            label, "cache_key_fn" if cache_key_fn is not None else "get_cache_key", get_cache_key
+        )
         if get_cache_key is not None:
             self._key_fn = get_cache_key
+            # 0.4.3 stored it as an instance attribute: loader.get_cache_key(key) uses it.
+            setattr(self, "get_cache_key", get_cache_key)  # noqa: B010 - mypy forbids assigning a method
         elif type(self).get_cache_key is not DataLoader.get_cache_key:
             self._key_fn = self.get_cache_key
         if cache_map is not None:
@@ -130,9 +134,10 @@ class DataLoader(Generic[K, V]):
     # -- public API ------------------------------------------------------------------
 
     def get_cache_key(self, key: K) -> object:
-        """The cache key of ``key``; override it (or pass ``get_cache_key=``) for keys that
-        are unhashable or equal under another identity. Read once, at construction."""
-        return key if self._key_fn is None else self._key_fn(key)
+        """The cache key of ``key`` (the key itself); override it (or pass
+        ``get_cache_key=``) for keys that are unhashable or equal under another identity.
+        Read once, at construction."""
+        return key
 
     @property
     def loop(self) -> AbstractEventLoop:
@@ -147,16 +152,23 @@ class DataLoader(Generic[K, V]):
     def load(self, key: K) -> Future[V]:
         """A future of the value for ``key``. Loads in the same tick share one batch; a
         cached key returns the very same future."""
+        if key is None:
+            raise self._none_key_error()
         get = self._identity_get
         if get is None:
             return self._load_with_cache_key(key)
-        future = get(key)
-        # A cancelled future is a miss: one caller's cancellation must not poison the key.
-        if future is not None and not future.cancelled():
-            return future
-        if key is None:
-            raise self._none_key_error()
-        batch = self._batch or self._open_batch()
+        try:
+            future = get(key)
+        except TypeError as error:
+            raise self._unhashable_key_error(key) from error
+        if future is not None:
+            if not future.cancelled():
+                return future
+            # A cancelled future is a miss: one caller's cancellation must not poison the key.
+            return self._reload_cancelled(key, key, future)
+        batch = self._batch
+        if batch is None or batch.loop is not _get_running_loop():
+            batch = self._current_batch()
         future = batch.loop.create_future()
         self._cache[key] = future
         batch.keys.append(key)
@@ -181,13 +193,19 @@ class DataLoader(Generic[K, V]):
     ) -> Future[list[V]] | Future[list[V | BaseException]]:
         """A future of the values for ``keys``, in order. It raises the first error, or,
         with ``return_exceptions=True``, holds each failed key's exception in its place."""
-        arguments.check_iterable(self._label(), "load_many", "an iterable of keys", keys)
+        arguments.check_iterable(self._label, "load_many", "an iterable of keys", keys)
+        running = _get_running_loop()
+        if running is not None and running is not self._loop:
+            # gather() calls back through each future's loop: move cached ones over first.
+            self._bind_loop()
         load = self.load
         return asyncio.gather(*[load(key) for key in keys], return_exceptions=return_exceptions)
 
     def prime(self: LoaderT, key: K, value: V | BaseException, force: bool = False) -> LoaderT:
         """Cache ``value`` (an ``Exception`` caches a rejection) unless ``key`` is cached
         already; ``force=True`` replaces it, and settles a load still in flight."""
+        if key is None:
+            raise self._none_key_error("prime")
         if self._caching:
             self._prime(key, value, force)
         return self
@@ -200,30 +218,32 @@ class DataLoader(Generic[K, V]):
         """``prime`` for each (key, value) of a mapping or of an iterable of pairs."""
         pairs = values.items() if isinstance(values, Mapping) else values
         arguments.check_iterable(
-            self._label(), "prime_many", "a mapping or an iterable of (key, value) pairs", pairs
+            self._label, "prime_many", "a mapping or an iterable of (key, value) pairs", pairs
         )
+        pairs = list(pairs)  # all checked before any is primed
+        for pair in pairs:
+            if not isinstance(pair, tuple) or len(pair) != 2 or pair[0] is None:
+                raise TypeError(
+                    f"{self._label()}: prime_many() expects (key, value) pairs with keys that "
+                    f"are not None; got {arguments.describe(pair)}"
+                )
         if self._caching:
-            for pair in pairs:
-                if not isinstance(pair, tuple) or len(pair) != 2:
-                    raise TypeError(
-                        f"{self._label()}: prime_many() expects (key, value) pairs; got "
-                        f"{arguments.describe(pair)}"
-                    )
-                self._prime(pair[0], pair[1], force)
+            for key, value in pairs:
+                self._prime(key, value, force)
         return self
 
     def clear(self: LoaderT, key: K) -> LoaderT:
         """Drop ``key`` from the cache (a missing key is fine)."""
         if self._caching:
-            self._cache.pop(self.get_cache_key(key), None)
+            self._cache.pop(self._cache_key(key), None)
         return self
 
     def clear_many(self: LoaderT, keys: Iterable[K]) -> LoaderT:
         """Drop each of ``keys`` from the cache."""
-        arguments.check_iterable(self._label(), "clear_many", "an iterable of keys", keys)
+        arguments.check_iterable(self._label, "clear_many", "an iterable of keys", keys)
         if self._caching:
             for key in keys:
-                self._cache.pop(self.get_cache_key(key), None)
+                self._cache.pop(self._cache_key(key), None)
         return self
 
     def clear_all(self: LoaderT) -> LoaderT:
@@ -249,8 +269,6 @@ class DataLoader(Generic[K, V]):
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        for task in [task for task in self._running if task.done()]:
-            del self._running[task]
 
     def __repr__(self) -> str:
         cached = len(self._cache) if self._caching else 0
@@ -264,28 +282,51 @@ class DataLoader(Generic[K, V]):
 
     def _load_with_cache_key(self, key: K) -> Future[V]:
         """load() when keys go through a cache key function, or the cache is off."""
-        if key is None:
-            raise self._none_key_error()
         if self._caching:
-            key_fn = self._key_fn
-            cache_key = key if key_fn is None else key_fn(key)
-            future = self._cache.get(cache_key)
-            if future is not None and not future.cancelled():
-                return future
-            batch = self._batch or self._open_batch()
+            cache_key = self._cache_key(key)
+            try:
+                future = self._cache.get(cache_key)
+            except TypeError as error:
+                raise self._unhashable_key_error(key) from error
+            if future is not None:
+                if not future.cancelled():
+                    return future
+                return self._reload_cancelled(key, cache_key, future)
+            batch = self._current_batch()
             future = batch.loop.create_future()
             self._cache[cache_key] = future
         else:
-            batch = self._batch or self._open_batch()
+            batch = self._current_batch()
             future = batch.loop.create_future()
         batch.keys.append(key)
         batch.futures.append(future)
         return future
 
-    def _open_batch(self) -> Batch:
-        loop = self._loop
-        if loop is None or loop is not _get_running_loop():
-            loop = self._bind_loop()
+    def _reload_cancelled(self, key: K, cache_key: object, cancelled: Future[V]) -> Future[V]:
+        """A new load of a key whose cached future was cancelled. If that cancelled load is
+        still queued, the new one takes its place, so the key is sent once."""
+        batch = self._current_batch()
+        future: Future[V] = batch.loop.create_future()
+        self._cache[cache_key] = future
+        try:
+            batch.futures[batch.futures.index(cancelled)] = future
+        except ValueError:
+            batch.keys.append(key)
+            batch.futures.append(future)
+        return future
+
+    def _current_batch(self) -> Batch:
+        """The open batch of the loop that load() runs on, opened if there is none."""
+        batch = self._batch
+        if batch is not None and batch.loop is _get_running_loop():
+            return batch
+        loop = self._bind_loop()
+        batch = self._batch  # binding to another loop drops the old loop's open batch
+        if batch is not None and batch.loop is loop:
+            return batch
+        return self._open_batch(loop)
+
+    def _open_batch(self, loop: AbstractEventLoop) -> Batch:
         batch = Batch(loop)
         if not self._batching:
             # Each key alone: this batch is never offered to another load.
@@ -319,27 +360,36 @@ class DataLoader(Generic[K, V]):
         if batch.task is None:
             task = batch.loop.create_task(self._run_batch(batch))
             batch.task = task
-            if not task.done():  # an eager task factory may have finished it already
-                self._running[task] = batch
+            self._running[task] = batch
+            task.add_done_callback(self._batch_task_done)
+
+    def _batch_task_done(self, task: asyncio.Task[None]) -> None:
+        batch = self._running.pop(task, None)
+        if batch is None:
+            return
+        error = None if task.cancelled() else task.exception()
+        if error is None and not task.cancelled():
+            return
+        # Cancelled before its first step (so its own handler never ran), or failed in a
+        # way it did not handle: no future of it may stay pending.
+        if self._batch is batch:
+            self._batch = None
+        self._settle_failed(batch.keys, batch.futures, error)
 
     async def _run_batch(self, batch: Batch) -> None:
-        try:
-            if self._batch is batch:
-                self._batch = None
-            keys, futures = batch.keys, batch.futures
-            size = self._max_size
-            if size and len(keys) > size:
-                # Chunks run concurrently, in key order, as 0.4.3 dispatches them.
-                for start in range(size, len(keys), size):
-                    chunk = Batch(batch.loop)
-                    chunk.keys = keys[start : start + size]
-                    chunk.futures = futures[start : start + size]
-                    self._dispatch(chunk)
-                keys, futures = keys[:size], futures[:size]
-            await self._call_batch_load_fn(keys, futures)
-        finally:
-            if batch.task is not None:
-                self._running.pop(batch.task, None)
+        if self._batch is batch:
+            self._batch = None
+        keys, futures = batch.keys, batch.futures
+        size = self._max_size
+        if size and len(keys) > size:
+            # Chunks run concurrently, in key order, as 0.4.3 dispatches them.
+            for start in range(size, len(keys), size):
+                chunk = Batch(batch.loop)
+                chunk.keys = keys[start : start + size]
+                chunk.futures = futures[start : start + size]
+                self._dispatch(chunk)
+            keys, futures = batch.keys, batch.futures = keys[:size], futures[:size]
+        await self._call_batch_load_fn(keys, futures)
 
     async def _call_batch_load_fn(self, keys: list[K], futures: list[Future[V]]) -> None:
         if not futures or (futures[0].done() and all(future.done() for future in futures)):
@@ -374,12 +424,14 @@ class DataLoader(Generic[K, V]):
         evict them, so that the failure is not cached."""
         if self._caching:
             cache = self._cache
-            key_fn = self._key_fn
             for key, future in zip(keys, futures, strict=True):
-                cache_key = key if key_fn is None else key_fn(key)
-                # Evict only our own entry: the key may have been cleared and loaded anew.
-                if cache.get(cache_key) is future:
-                    del cache[cache_key]
+                try:
+                    cache_key = self._cache_key(key)
+                    # Evict only our own entry: the key may have been cleared and loaded anew.
+                    if cache.get(cache_key) is future:
+                        del cache[cache_key]
+                except Exception:  # a failing key function must not leave futures pending
+                    continue
         for future in futures:
             if not future.done():
                 if error is None:
@@ -388,7 +440,7 @@ class DataLoader(Generic[K, V]):
                     future.set_exception(error)
 
     def _prime(self, key: K, value: V | BaseException, force: bool) -> None:
-        cache_key = self.get_cache_key(key)
+        cache_key = self._cache_key(key)
         cached = self._cache.get(cache_key)
         if cached is not None and not cached.cancelled():
             if not force:
@@ -419,7 +471,7 @@ class DataLoader(Generic[K, V]):
             running = _implicit_loop(self._label())
         elif loop is not None:
             in_flight = any(not task.done() for task in self._running)
-            if in_flight and not loop.is_closed():
+            if in_flight and loop.is_running():
                 raise RuntimeError(
                     f"{self._label()} is serving another running event loop and has batches "
                     "in flight there; a loader serves one event loop at a time: create one "
@@ -449,12 +501,21 @@ class DataLoader(Generic[K, V]):
             else:
                 del cache[cache_key]
 
+    def _cache_key(self, key: K) -> object:
+        return key if self._key_fn is None else self._key_fn(key)
+
     def _label(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
-    def _none_key_error(self) -> TypeError:
+    def _none_key_error(self, method: str = "load") -> TypeError:
         return TypeError(
-            f"{self._label()}: load() must be called with a key that is not None; got None"
+            f"{self._label()}: {method}() must be called with a key that is not None; got None"
+        )
+
+    def _unhashable_key_error(self, key: object) -> TypeError:
+        return TypeError(
+            f"{self._label()}: the cache key must be hashable; got {arguments.describe(key)}. "
+            "Pass get_cache_key= (or override get_cache_key) to map such keys to hashable ones"
         )
 
 

@@ -3,6 +3,7 @@ isolation between concurrent requests, and nothing surviving a request."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import weakref
@@ -183,6 +184,55 @@ async def test_teardown_error_is_logged_and_never_hides_the_original_error(
         assert record.getMessage().startswith("aclose() of <")
         assert record.exc_info is not None
         assert str(record.exc_info[1]) == "aclose broke"
+
+
+async def test_base_exception_in_teardown_never_replaces_the_endpoint_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[str] = []
+
+    class CancelsItself(Tracked):
+        async def aclose(self) -> None:
+            raise asyncio.CancelledError
+
+    async def endpoint(request: Request) -> Response:
+        get_loaders(request).get(CancelsItself)
+        raise ValueError("endpoint broke")
+
+    app = app_with(endpoint, events, CancelsItself)
+    with caplog.at_level(logging.WARNING, logger="aiodataloader"):
+        async with client_for(app) as client:
+            with pytest.raises(ValueError, match="endpoint broke"):
+                await client.get("/")
+    assert [r.getMessage().split(" of ")[0] for r in caplog.records] == ["aclose()"]
+
+
+async def test_nested_middleware_hands_the_outer_container_back() -> None:
+    seen: list[object] = []
+
+    async def inner_endpoint(request: Request) -> Response:
+        seen.append(get_loaders(request))
+        return PlainTextResponse("inner")
+
+    inner = LoaderMiddleware(Starlette(routes=[Route("/", inner_endpoint)]))
+
+    async def outer_endpoint(request: Request) -> Response:
+        outer_loaders = get_loaders(request)
+        await inner(request.scope, request.receive, _discard)
+        seen.append(get_loaders(request))
+        assert current_loaders() is outer_loaders
+        return PlainTextResponse("outer")
+
+    app = Starlette(routes=[Route("/", outer_endpoint)], middleware=[Middleware(LoaderMiddleware)])
+    async with client_for(app) as client:
+        assert (await client.get("/")).text == "outer"
+    inner_loaders, outer_after = seen
+    assert inner_loaders is not outer_after
+    assert repr(outer_after) == "<Loaders [] closed>"  # torn down only after the response
+
+
+async def _discard(message: Any) -> None:
+    return None
 
 
 async def test_cancelled_request_still_tears_down_shielded() -> None:

@@ -80,7 +80,7 @@ def test_accepted_async_callables() -> None:
         ("max_batch_size", True, TypeError, r"max_batch_size must be a positive int.*True"),
         ("max_batch_size", -1, ValueError, r"max_batch_size must be a positive int.*got -1"),
         ("get_cache_key", "id", TypeError, r"get_cache_key must be a callable or None"),
-        ("cache_key_fn", 3, TypeError, r"get_cache_key must be a callable or None"),
+        ("cache_key_fn", 3, TypeError, r"cache_key_fn must be a callable or None"),
         ("batch_schedule_fn", 1, TypeError, r"batch_schedule_fn must be a callable or None"),
         ("loop", "loop", TypeError, r"loop must be an asyncio event loop or None"),
         ("cache_map", [], TypeError, r"cache_map must be a MutableMapping.*missing get"),
@@ -170,3 +170,64 @@ async def test_prime_many_requires_pairs(values: object) -> None:
 def test_clear_many_requires_an_iterable_of_keys() -> None:
     with pytest.raises(TypeError, match=r"clear_many\(\) must be called with an iterable"):
         DataLoader(good).clear_many("ab")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_none_is_never_a_key() -> None:
+    loader = DataLoader(good, name="users")
+    with pytest.raises(TypeError, match=r"DataLoader\(name='users'\): prime\(\) must be called"):
+        loader.prime(None, 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"prime_many\(\) expects \(key, value\) pairs"):
+        loader.prime_many({1: 1, None: 5})  # type: ignore[dict-item]
+    # prime_many checks every pair before it primes any.
+    assert await loader.load(1) == 1
+    loaded_from_map = DataLoader(good, cache_map={None: asyncio.Future()})
+    with pytest.raises(TypeError, match=r"load\(\) must be called with a key that is not None"):
+        loaded_from_map.load(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_unhashable_key_error_names_the_loader_and_the_remedy() -> None:
+    loader = DataLoader(good, name="users")
+    with pytest.raises(TypeError, match=r"DataLoader\(name='users'\): the cache key must be"):
+        loader.load({"id": 1})  # type: ignore[arg-type]
+    keyed = DataLoader(good, name="keyed", get_cache_key=lambda key: [key])
+    with pytest.raises(TypeError, match=r"get_cache_key="):
+        keyed.load(1)
+
+
+def test_subclass_get_cache_key_may_call_super() -> None:
+    class Lowered(DataLoader[str, str]):
+        async def batch_load_fn(self, keys: list[str]) -> list[str]:
+            return keys
+
+        def get_cache_key(self, key: str) -> object:
+            return str(super().get_cache_key(key)).lower()
+
+    assert Lowered().get_cache_key("A") == "a"
+    assert DataLoader(good, get_cache_key=str).get_cache_key(5) == "5"
+
+
+def test_function_with_asyncio_coroutine_marker_is_accepted_as_in_043() -> None:
+    import asyncio.coroutines
+
+    def compiled_async(keys: list[int]) -> Any:  # as Cython marks its async def functions
+        return good(keys)
+
+    marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+    if marker is None:
+        pytest.skip("this Python has no asyncio coroutine marker")
+    compiled_async._is_coroutine = marker  # type: ignore[attr-defined]
+    assert DataLoader(compiled_async).batch_load_fn is compiled_async
+
+
+def test_subclass_may_define_name_as_a_property() -> None:
+    class Named(DataLoader[int, int]):
+        @property
+        def name(self) -> str:  # type: ignore[override]
+            return "computed"
+
+        async def batch_load_fn(self, keys: list[int]) -> list[int]:
+            return keys
+
+    assert Named().name == "computed"

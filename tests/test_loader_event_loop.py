@@ -140,3 +140,19 @@ def test_load_from_another_thread_while_the_loop_runs_raises_clearly() -> None:
         assert await loader.load(2) == 2
 
     asyncio.run(main())
+
+
+def test_loop_that_ended_with_a_batch_open_leaves_no_broken_loader() -> None:
+    recorder = Recorder()
+    loader: DataLoader[int, int] = DataLoader(recorder)
+
+    async def leave_a_load_behind() -> None:
+        loader.load(1)  # never awaited: the loop ends with this batch open
+
+    async def main() -> list[int]:
+        return await asyncio.wait_for(loader.load_many([2, 1]), 1)
+
+    asyncio.run(leave_a_load_behind())
+    assert asyncio.run(main()) == [2, 1]
+    assert asyncio.run(main()) == [2, 1]
+    assert recorder.calls[-1] == [2, 1]

@@ -290,3 +290,46 @@ async def test_cache_map_that_raises_fails_the_load_and_leaves_no_broken_batch(
     assert await loader.load("ok") == "ok"
     assert calls == [["ok"]]
     assert loop_errors == []
+
+
+def batch_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task is not asyncio.current_task() and "_run_batch" in repr(task.get_coro())
+    ]
+
+
+async def test_batch_task_cancelled_before_its_first_step_settles_its_loads() -> None:
+    loader, calls = id_loader()
+    future = loader.load(1)
+    await asyncio.sleep(0)  # the dispatch callback has created the task; it has not run
+    (task,) = batch_tasks()
+    task.cancel()
+    await ticks(3)
+    assert future.cancelled()
+    # Nothing is left open or cached: the loader keeps working.
+    assert await asyncio.wait_for(loader.load_many([1, 2]), 1) == [1, 2]
+    assert calls == [[1, 2]]
+
+
+async def test_chunk_tasks_cancelled_before_their_first_step_settle_their_loads() -> None:
+    loader, calls = id_loader(max_batch_size=2)
+    futures = [loader.load(k) for k in range(6)]
+    await ticks(2)  # the first task has run and started one task per further chunk
+    for task in batch_tasks():
+        task.cancel()
+    await ticks(3)
+    assert [f.result() for f in futures[:2]] == [0, 1]
+    assert all(f.cancelled() for f in futures[2:])
+    assert await asyncio.wait_for(loader.load_many(range(6)), 1) == list(range(6))
+    assert calls == [[0, 1], [2, 3], [4, 5]]
+
+
+async def test_a_key_cancelled_and_loaded_again_in_one_tick_is_sent_once() -> None:
+    loader, calls = id_loader()
+    first = loader.load(1)
+    first.cancel()
+    second = loader.load(1)
+    assert await second == 1
+    assert calls == [[1]]
