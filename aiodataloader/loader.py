@@ -365,31 +365,39 @@ class DataLoader(Generic[K, V]):
 
     def _batch_task_done(self, task: asyncio.Task[None]) -> None:
         batch = self._running.pop(task, None)
-        if batch is None:
-            return
-        error = None if task.cancelled() else task.exception()
-        if error is None and not task.cancelled():
-            return
-        # Cancelled before its first step (so its own handler never ran), or failed in a
-        # way it did not handle: no future of it may stay pending.
-        if self._batch is batch:
-            self._batch = None
-        self._settle_failed(batch.keys, batch.futures, error)
+        if batch is not None and task.cancelled():
+            # Cancelled before its first step, so _run_batch never ran: no future of it
+            # may stay pending, and it must not stay open for later loads.
+            if self._batch is batch:
+                self._batch = None
+            self._settle_failed(batch.keys, batch.futures, None)
 
     async def _run_batch(self, batch: Batch) -> None:
-        if self._batch is batch:
-            self._batch = None
-        keys, futures = batch.keys, batch.futures
-        size = self._max_size
-        if size and len(keys) > size:
-            # Chunks run concurrently, in key order, as 0.4.3 dispatches them.
-            for start in range(size, len(keys), size):
-                chunk = Batch(batch.loop)
-                chunk.keys = keys[start : start + size]
-                chunk.futures = futures[start : start + size]
-                self._dispatch(chunk)
-            keys, futures = batch.keys, batch.futures = keys[:size], futures[:size]
-        await self._call_batch_load_fn(keys, futures)
+        try:
+            if self._batch is batch:
+                self._batch = None
+            keys, futures = batch.keys, batch.futures
+            size = self._max_size
+            if size and len(keys) > size:
+                # Chunks run concurrently, in key order, as 0.4.3 dispatches them.
+                for start in range(size, len(keys), size):
+                    chunk = Batch(batch.loop)
+                    chunk.keys = keys[start : start + size]
+                    chunk.futures = futures[start : start + size]
+                    self._dispatch(chunk)
+                keys, futures = batch.keys, batch.futures = keys[:size], futures[:size]
+            await self._call_batch_load_fn(keys, futures)
+        except BaseException as error:
+            cancelled = isinstance(error, asyncio.CancelledError)
+            self._settle_failed(batch.keys, batch.futures, None if cancelled else error)
+            raise
+        finally:
+            # Done here, not by the done callback, so nothing keeps the loader alive after
+            # the batch (the callback only covers a task cancelled before it ran).
+            task = batch.task
+            if task is not None:
+                self._running.pop(task, None)
+                task.remove_done_callback(self._batch_task_done)
 
     async def _call_batch_load_fn(self, keys: list[K], futures: list[Future[V]]) -> None:
         if not futures or (futures[0].done() and all(future.done() for future in futures)):

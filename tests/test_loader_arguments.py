@@ -178,7 +178,7 @@ async def test_none_is_never_a_key() -> None:
     with pytest.raises(TypeError, match=r"DataLoader\(name='users'\): prime\(\) must be called"):
         loader.prime(None, 5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"prime_many\(\) expects \(key, value\) pairs"):
-        loader.prime_many({1: 1, None: 5})  # type: ignore[dict-item]
+        loader.prime_many({1: 1, None: 5})  # type: ignore[arg-type]
     # prime_many checks every pair before it primes any.
     assert await loader.load(1) == 1
     loaded_from_map = DataLoader(good, cache_map={None: asyncio.Future()})
