@@ -6,23 +6,23 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# pyenv keeps each Python in its own folder: put them all on PATH for nox to find.
-if command -v pyenv >/dev/null 2>&1; then
-    for version in 3.10 3.11 3.12 3.13; do
-        dir=$(ls -d "$(pyenv root)/versions/$version".*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-        [ -n "$dir" ] && PATH="$PATH:$dir"
-    done
-    export PATH
-fi
+# pyenv keeps each Python in a folder of its own, not always on PATH: add them for nox.
+pyenv_root=${PYENV_ROOT:-$HOME/.pyenv}
+for version in 3.10 3.11 3.12 3.13; do
+    dir=$(ls -d "$pyenv_root/versions/$version".*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -n "$dir" ]; then PATH="$PATH:$dir"; fi
+done
+export PATH
 
-python=${PYTHON:-python3}
+# shellcheck source=scripts/virtualenv.sh
+source scripts/virtualenv.sh
 tools=.venv-tools
 if ! "$tools/bin/python" -c "import nox" >/dev/null 2>&1; then
-    "$python" -m venv "$tools"
+    ensure_virtualenv "$tools"
     "$tools/bin/python" -m pip install --quiet --upgrade pip
     "$tools/bin/python" -m pip install --quiet "nox>=2025.2"
 fi
 
 error_on_missing=()
-[ "${CI:-}" = "true" ] && error_on_missing=(--error-on-missing-interpreters)
+if [ "${CI:-}" = "true" ]; then error_on_missing=(--error-on-missing-interpreters); fi
 exec "$tools/bin/nox" "${error_on_missing[@]}" "$@"
