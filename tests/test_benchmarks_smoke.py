@@ -118,3 +118,13 @@ def test_worker_answers_a_request_over_json_lines() -> None:
     assert reply["problems"] == []
     assert reply["batching"] == []
     assert len(reply["values"]["fanout-100"]) == 2
+
+
+def test_http_overhead_benchmark_runs_both_apps_in_process() -> None:
+    http_overhead = load_benchmark_module("http_overhead")
+    rows = http_overhead.bench_asgi(rounds=2, per_round=3)
+    assert [(row.transport, row.request) for row in rows] == [
+        ("in-process (httpx ASGI)", "no loader"),
+        ("in-process (httpx ASGI)", "three loaders"),
+    ]
+    assert all(row.with_us > 0 and row.without_us > 0 and row.ratio > 0 for row in rows)
