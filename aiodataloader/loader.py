@@ -82,6 +82,7 @@ class DataLoader(Generic[K, V]):
     ) -> None:
         self._key_fn: Callable[[K], object] | None = None
         self._cache: MutableMapping[Any, Future[V]] = {}
+        self._user_cache_map = cache_map is not None
         if name is not None:
             self.name = name
         label = self._label()
@@ -126,9 +127,11 @@ class DataLoader(Generic[K, V]):
         self._batching: bool = self.batch
         self._max_size: int | None = self.max_batch_size
         self._caching: bool = self.cache
-        # load() serves hits through this bound get when keys are their own cache keys.
+        # load() serves hits through this bound get when keys are their own cache keys in
+        # the loader's own dict (where None is never a key, so load() can skip that check).
+        own_dict = not self._user_cache_map
         self._identity_get: Callable[[Any], Future[V] | None] | None = (
-            self._cache.get if self._caching and self._key_fn is None else None
+            self._cache.get if self._caching and self._key_fn is None and own_dict else None
         )
 
     # -- public API ------------------------------------------------------------------
@@ -152,8 +155,6 @@ class DataLoader(Generic[K, V]):
     def load(self, key: K) -> Future[V]:
         """A future of the value for ``key``. Loads in the same tick share one batch; a
         cached key returns the very same future."""
-        if key is None:
-            raise self._none_key_error()
         get = self._identity_get
         if get is None:
             return self._load_with_cache_key(key)
@@ -162,10 +163,13 @@ class DataLoader(Generic[K, V]):
         except TypeError as error:
             raise self._unhashable_key_error(key) from error
         if future is not None:
+            # (None is never cached in the loader's own dict, so a hit is never for None.)
             if not future.cancelled():
                 return future
             # A cancelled future is a miss: one caller's cancellation must not poison the key.
             return self._reload_cancelled(key, key, future)
+        if key is None:
+            raise self._none_key_error()
         batch = self._batch
         # is_running() is cheap where get_running_loop() is not (about 0.2 us on 3.11): it
         # catches a batch left open by a loop that has stopped.
@@ -283,7 +287,10 @@ class DataLoader(Generic[K, V]):
     # -- loading ---------------------------------------------------------------------
 
     def _load_with_cache_key(self, key: K) -> Future[V]:
-        """load() when keys go through a cache key function, or the cache is off."""
+        """load() when keys go through a cache key function, the cache map is the user's,
+        or the cache is off."""
+        if key is None:
+            raise self._none_key_error()
         if self._caching:
             cache_key = self._cache_key(key)
             try:
