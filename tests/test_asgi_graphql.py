@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 import strawberry
 from strawberry.asgi import GraphQL
 
 from aiodataloader import DataLoader
 from aiodataloader.asgi import LoaderMiddleware, current_loaders
+
+from .asgi_client import asgi_client
 
 pytestmark = pytest.mark.anyio
 
@@ -43,8 +44,7 @@ app = LoaderMiddleware(GraphQL(strawberry.Schema(query=Query)))
 
 async def test_resolvers_share_one_loader_per_request() -> None:
     batches.clear()
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with asgi_client(app) as client:
         for _ in range(2):
             response = await client.post("/graphql", json={"query": "{ posts { id author } }"})
             posts = response.json()["data"]["posts"]

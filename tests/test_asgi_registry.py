@@ -24,6 +24,8 @@ from aiodataloader.asgi import (
     get_loaders,
 )
 
+from .asgi_client import asgi_client
+
 pytestmark = pytest.mark.anyio
 
 
@@ -267,8 +269,7 @@ async def test_app_without_middleware_fails_clearly() -> None:
         return PlainTextResponse(str(await get_loaders(request).get(SquareLoader).load(2)))
 
     app = Starlette(routes=[Route("/", endpoint)])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with asgi_client(app) as client:
         with pytest.raises(RuntimeError, match="LoaderMiddleware is not installed"):
             await client.get("/")
 

@@ -26,6 +26,8 @@ from starlette.routing import Route
 from aiodataloader import DataLoader
 from aiodataloader.asgi import LoaderMiddleware, LoaderRegistry, current_loaders, get_loaders
 
+from .asgi_client import asgi_client
+
 pytestmark = pytest.mark.anyio
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -63,9 +65,7 @@ def app_with(endpoint: Endpoint, events: list[str], *more: type[Tracked]) -> Sta
     )
 
 
-def client_for(app: Any, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+client_for = asgi_client
 
 
 async def test_plain_starlette_gets_one_loader_per_request() -> None:

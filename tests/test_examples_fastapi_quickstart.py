@@ -10,6 +10,8 @@ import pytest
 from aiodataloader.fastapi import get_loader
 from examples.fastapi_quickstart import UserLoader, app
 
+from .asgi_client import asgi_client
+
 pytestmark = pytest.mark.anyio
 
 
@@ -27,9 +29,7 @@ class CountingUserLoader(UserLoader):
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://quickstart"
-    ) as client:
+    async with asgi_client(app) as client:
         yield client
 
 

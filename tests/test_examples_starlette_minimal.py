@@ -9,14 +9,14 @@ import pytest
 
 from examples.starlette_minimal import UserLoader, app
 
+from .asgi_client import asgi_client
+
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://starlette"
-    ) as client:
+    async with asgi_client(app) as client:
         yield client
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import httpx
 import pytest
 from fastapi import BackgroundTasks, Depends, FastAPI
 
@@ -13,6 +12,8 @@ from aiodataloader.asgi import LoaderMiddleware, current_loaders
 from aiodataloader.fastapi import get_loader
 from tests import typing_fastapi
 from tests.typing_fastapi import PostLoader, UserLoader
+
+from .asgi_client import asgi_client
 
 pytestmark = pytest.mark.anyio
 
@@ -34,8 +35,7 @@ def reset_counts() -> None:
     CountingLoader.batches, CountingLoader.closed = [], 0
 
 
-def client_for(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+client_for = asgi_client
 
 
 Counting = Annotated[CountingLoader, Depends(get_loader(CountingLoader))]
