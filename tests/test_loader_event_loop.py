@@ -156,3 +156,23 @@ def test_loop_that_ended_with_a_batch_open_leaves_no_broken_loader() -> None:
     assert asyncio.run(main()) == [2, 1]
     assert asyncio.run(main()) == [2, 1]
     assert recorder.calls[-1] == [2, 1]
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit])
+def test_interrupt_in_the_batch_function_propagates_and_settles_the_batch(
+    error: type[BaseException],
+) -> None:
+    async def interrupted(keys: list[int]) -> list[int]:
+        raise error
+
+    loop = asyncio.new_event_loop()
+    try:
+        loader = DataLoader(interrupted, loop=loop)
+        first, second = loader.load(1), loader.load(2)
+        with pytest.raises(error):
+            loop.run_until_complete(asyncio.gather(first, second))
+        # The interrupt reaches the loop's caller; no load is left pending.
+        assert first.cancelled()
+        assert second.cancelled()
+    finally:
+        loop.close()
