@@ -20,11 +20,10 @@ class Option(Generic[T]):
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.attribute = "_option_" + name
-        self.public_name = name
 
     def with_default(self, owner: type, default: object) -> Option[T]:
         option = Option(self.check(owner.__name__, default), self.check)
-        option.attribute, option.public_name = self.attribute, self.public_name
+        option.attribute = self.attribute
         return option
 
     def __get__(self, instance: object, owner: type) -> T:
