@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 import warnings
+import weakref
 from asyncio import AbstractEventLoop, Future
 from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from contextvars import Context, copy_context
 from functools import partial
+from time import perf_counter
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from . import _arguments as arguments
+from . import observe
 from ._batch import Batch, values_for_keys
 from ._options import Option, adopt_class_defaults
 
@@ -83,6 +87,10 @@ class DataLoader(Generic[K, V]):
         self._key_fn: Callable[[K], object] | None = None
         self._cache: MutableMapping[Any, Future[V]] = {}
         self._user_cache_map = cache_map is not None
+        self._counters = observe.LoaderCounters()
+        self._observers: tuple[observe.LoaderObserver, ...] = ()
+        # Built while a global observer is attached: observed from the start.
+        self._counters.hits_counted = bool(observe.GLOBAL.observers)
         if name is not None:
             self.name = name
         label = self._label()
@@ -130,9 +138,17 @@ class DataLoader(Generic[K, V]):
         # load() serves hits through this bound get when keys are their own cache keys in
         # the loader's own dict (where None is never a key, so load() can skip that check).
         own_dict = not self._user_cache_map
+        observed = self._counters.hits_counted
         self._identity_get: Callable[[Any], Future[V] | None] | None = (
-            self._cache.get if self._caching and self._key_fn is None and own_dict else None
+            self._cache.get
+            if self._caching and self._key_fn is None and own_dict and not observed
+            else None
         )
+        if observed:
+            # Observers see hits and callers on the checked path, which is thus not taken
+            # by a loader that nobody observes.
+            self._callers: dict[Future[V], Context] = {}
+            self._load_with_cache_key = _ObservedLoad(self)  # type: ignore[method-assign]
 
     # -- public API ------------------------------------------------------------------
 
@@ -141,6 +157,11 @@ class DataLoader(Generic[K, V]):
         ``get_cache_key=``) for keys that are unhashable or equal under another identity.
         Read once, at construction."""
         return key
+
+    @property
+    def stats(self) -> observe.LoaderStats:
+        """What this loader has done so far: batches, keys, failures, time (a snapshot)."""
+        return self._counters.snapshot()
 
     @property
     def loop(self) -> AbstractEventLoop:
@@ -311,6 +332,23 @@ class DataLoader(Generic[K, V]):
         batch.futures.append(future)
         return future
 
+    def _load_observed(self, key: K) -> Future[V]:
+        """load() of an observed loader: a hit is counted and told to the observers; a miss
+        records its caller's context for the batch's observers."""
+        if self._caching and key is not None:
+            cache_key = self._cache_key(key)
+            try:
+                future = self._cache.get(cache_key)
+            except TypeError as error:
+                raise self._unhashable_key_error(key) from error
+            if future is not None and not future.cancelled():
+                self._counters.cache_hits += 1
+                observe.cache_hit(observe.observers_of(self), self, key)
+                return future
+        future = DataLoader._load_with_cache_key(self, key)
+        self._callers[future] = copy_context()
+        return future
+
     def _reload_cancelled(self, key: K, cache_key: object, cancelled: Future[V]) -> Future[V]:
         """A new load of a key whose cached future was cancelled. If that cancelled load is
         still queued, the new one takes its place, so the key is sent once."""
@@ -411,6 +449,16 @@ class DataLoader(Generic[K, V]):
     async def _call_batch_load_fn(self, keys: list[K], futures: list[Future[V]]) -> None:
         if not futures or (futures[0].done() and all(future.done() for future in futures)):
             return  # every load was settled or cancelled before dispatch: nothing to fetch
+        counters = self._counters
+        counters.batches += 1
+        counters.keys_dispatched += len(keys)
+        if len(keys) > counters.largest_batch:
+            counters.largest_batch = len(keys)
+        observers = self._observers
+        if observe.GLOBAL.observers:
+            observers += observe.GLOBAL.observers
+        batch = self._batch_started(keys, futures, observers) if observers else None
+        started = perf_counter()
         try:
             result = self.batch_load_fn(keys)
             if type(result) is not CoroutineType and not inspect.isawaitable(result):
@@ -421,24 +469,64 @@ class DataLoader(Generic[K, V]):
             values = await result
             if type(values) is not list or len(values) != len(keys):
                 values = values_for_keys(self._label(), keys, values)
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit) as error:
             self._settle_failed(keys, futures, None)
+            self._batch_ended(batch, observers, perf_counter() - started, 0, error)
             raise
         except BaseException as error:
-            self._settle_failed(keys, futures, error)
+            counters.failed_batches += 1
+            failed = self._settle_failed(keys, futures, error)
+            self._batch_ended(batch, observers, perf_counter() - started, failed, error)
             return
+        elapsed = perf_counter() - started
+        failed = 0
         for future, value in zip(futures, values, strict=True):
             if not future.done():
                 if isinstance(value, Exception):
                     future.set_exception(value)
+                    failed += 1
                 else:
                     future.set_result(value)
+        counters.failed_loads += failed
+        self._batch_ended(batch, observers, elapsed, failed, None)
+
+    def _batch_started(
+        self,
+        keys: list[K],
+        futures: list[Future[V]],
+        observers: tuple[observe.LoaderObserver, ...],
+    ) -> observe.BatchInfo:
+        contexts = []
+        callers: dict[Future[V], Context] | None = getattr(self, "_callers", None)
+        if callers:
+            for future in futures:
+                context = callers.pop(future, None)
+                if context is not None:
+                    contexts.append(context)
+        batch = observe.BatchInfo(self, observe.loader_name(self), keys, contexts, perf_counter())
+        observe.batch_started(observers, batch)
+        return batch
+
+    def _batch_ended(
+        self,
+        batch: observe.BatchInfo | None,
+        observers: tuple[observe.LoaderObserver, ...],
+        elapsed: float,
+        failed: int,
+        error: BaseException | None,
+    ) -> None:
+        self._counters.batch_seconds += elapsed
+        if batch is not None:
+            batch.duration = elapsed
+            batch.failed_keys = failed
+            batch.error = error
+            observe.batch_ended(observers, batch)
 
     def _settle_failed(
         self, keys: list[K], futures: list[Future[V]], error: BaseException | None
-    ) -> None:
+    ) -> int:
         """Reject (or, with no error, cancel) every pending future of a failed batch and
-        evict them, so that the failure is not cached."""
+        evict them, so that the failure is not cached. Returns how many it settled."""
         if self._caching:
             cache = self._cache
             for key, future in zip(keys, futures, strict=True):
@@ -449,12 +537,19 @@ class DataLoader(Generic[K, V]):
                         del cache[cache_key]
                 except Exception:  # a failing key function must not leave futures pending
                     continue
+        settled = 0
         for future in futures:
             if not future.done():
+                settled += 1
                 if error is None:
                     future.cancel()
                 else:
                     future.set_exception(error)
+        if error is None:
+            self._counters.cancelled_loads += settled
+        else:
+            self._counters.failed_loads += settled
+        return settled
 
     def _prime(self, key: K, value: V | BaseException, force: bool) -> None:
         cache_key = self._cache_key(key)
@@ -534,6 +629,22 @@ class DataLoader(Generic[K, V]):
             f"{self._label()}: the cache key must be hashable; got {arguments.describe(key)}. "
             "Pass get_cache_key= (or override get_cache_key) to map such keys to hashable ones"
         )
+
+
+class _ObservedLoad:
+    """Takes the place of ``_load_with_cache_key`` on an observed loader. It holds the loader
+    weakly, so that an observed loader is still freed as soon as it is dropped."""
+
+    __slots__ = ("loader",)
+
+    def __init__(self, loader: DataLoader[Any, Any]) -> None:
+        self.loader = weakref.ref(loader)
+
+    def __call__(self, key: Any) -> Future[Any]:
+        loader = self.loader()
+        if loader is None:  # cannot happen: the caller of load() holds it
+            raise RuntimeError("the loader was freed while loading")
+        return loader._load_observed(key)
 
 
 def _implicit_loop(label: str) -> AbstractEventLoop:

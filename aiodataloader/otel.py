@@ -1,0 +1,183 @@
+"""OpenTelemetry for DataLoaders: a span per batch, and batch and cache metrics.
+
+Install the extra (``pip install aiodataloader[otel]``, which needs ``opentelemetry-api``
+only) and attach the observer, globally or to one loader::
+
+    from aiodataloader.observe import add_global_observer
+    from aiodataloader.otel import OpenTelemetryObserver
+
+    add_global_observer(OpenTelemetryObserver())
+
+Spans follow the draft GraphQL semantic conventions of the OpenTelemetry GraphQL working group
+(``graphql/otel-wg``, stability "development"): one INTERNAL span per batch named
+``GraphQL DataLoader Batch {name}``, a child of the span current where the batch's first load
+was made, with links to the span of every caller whose load the batch serves. The batch
+function runs with the batch span current, so the spans of its queries nest under it.
+
+The draft defines no DataLoader metrics; the names here are this package's choice, in the
+same namespace (see ``METRICS``).
+
+Spans are exported by the SDK's span processor: use ``BatchSpanProcessor`` (not
+``SimpleSpanProcessor``) in production, so that a slow exporter never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from . import __version__
+from .observe import BatchInfo, LoaderObserver, loader_name
+
+__all__ = ["METRICS", "OpenTelemetryObserver"]
+
+SPAN_NAME: Final = "GraphQL DataLoader Batch"
+
+# Attributes of the draft conventions.
+PROCESSING_TYPE: Final = "graphql.processing.type"
+DATALOADER_NAME: Final = "graphql.dataloader.name"
+BATCH_SIZE: Final = "graphql.dataloader.batch.size"
+BATCH_KEYS: Final = "graphql.dataloader.batch.keys"
+ERROR_TYPE: Final = "error.type"
+# Not in the draft: this package's own.
+BATCH_FAILED_KEYS: Final = "aiodataloader.batch.failed_keys"
+BATCH_CANCELLED: Final = "aiodataloader.batch.cancelled"
+
+#: Metric name -> (instrument, unit, description). Every metric has the attribute
+#: ``graphql.dataloader.name``; the duration also has ``error.type`` for a failed batch.
+METRICS: Final = {
+    "graphql.dataloader.batch.size": ("histogram", "{key}", "Keys per DataLoader batch."),
+    "graphql.dataloader.batch.duration": (
+        "histogram",
+        "s",
+        "Time in the DataLoader batch function, per batch.",
+    ),
+    "graphql.dataloader.cache.hits": (
+        "counter",
+        "{load}",
+        "Loads served from the DataLoader cache (counted where the loader is observed "
+        "from its construction on).",
+    ),
+    "graphql.dataloader.cache.misses": (
+        "counter",
+        "{load}",
+        "Loads sent to the DataLoader batch function.",
+    ),
+}
+
+_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class OpenTelemetryObserver(LoaderObserver):
+    """A ``LoaderObserver`` that makes a span per batch and records batch and cache metrics.
+
+    ``tracer_provider`` and ``meter_provider`` default to the global ones. ``max_links``
+    caps the links to callers' spans (the size attribute still counts every key).
+    ``record_keys`` adds up to ``max_keys`` keys, as strings, to each span: off by
+    default, since keys may be sensitive or of high cardinality.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        max_links: int = 32,
+        record_keys: bool = False,
+        max_keys: int = 20,
+    ) -> None:
+        for name, value in (("max_links", max_links), ("max_keys", max_keys)):
+            if type(value) is not int or value < 0:
+                raise ValueError(
+                    f"OpenTelemetryObserver: {name} must be an int >= 0; got {value!r}"
+                )
+        self.max_links = max_links
+        self.record_keys = record_keys
+        self.max_keys = max_keys
+        self._tracer = trace.get_tracer(
+            "aiodataloader", __version__, tracer_provider=tracer_provider
+        )
+        meter = metrics.get_meter("aiodataloader", __version__, meter_provider=meter_provider)
+        name = "graphql.dataloader.batch.size"
+        self._size = meter.create_histogram(
+            name,
+            METRICS[name][1],
+            METRICS[name][2],
+            explicit_bucket_boundaries_advisory=_SIZE_BUCKETS,
+        )
+        name = "graphql.dataloader.batch.duration"
+        self._duration = meter.create_histogram(
+            name,
+            METRICS[name][1],
+            METRICS[name][2],
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
+        name = "graphql.dataloader.cache.hits"
+        self._hits = meter.create_counter(name, METRICS[name][1], METRICS[name][2])
+        name = "graphql.dataloader.cache.misses"
+        self._misses = meter.create_counter(name, METRICS[name][1], METRICS[name][2])
+        # The span of each batch in flight, and the token that made it current.
+        self._spans: dict[BatchInfo, tuple[trace.Span, object]] = {}
+
+    def on_batch_start(self, batch: BatchInfo) -> None:
+        attributes: dict[str, Any] = {
+            PROCESSING_TYPE: "dataloader_batch",
+            DATALOADER_NAME: batch.name,
+            BATCH_SIZE: batch.size,
+        }
+        if self.record_keys:
+            attributes[BATCH_KEYS] = [str(key) for key in batch.keys[: self.max_keys]]
+        span = self._tracer.start_span(
+            f"{SPAN_NAME} {batch.name}",
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            links=self._links(batch.callers),
+        )
+        # Current while the batch function runs, so that its own spans nest under it.
+        token = otel_context.attach(trace.set_span_in_context(span))
+        self._spans[batch] = (span, token)
+
+    def on_batch_end(self, batch: BatchInfo) -> None:
+        started = self._spans.pop(batch, None)
+        metric_attributes: dict[str, Any] = {DATALOADER_NAME: batch.name}
+        error = batch.error
+        if error is not None:
+            metric_attributes[ERROR_TYPE] = type(error).__qualname__
+        self._size.record(batch.size, {DATALOADER_NAME: batch.name})
+        self._duration.record(batch.duration, metric_attributes)
+        self._misses.add(batch.size, {DATALOADER_NAME: batch.name})
+        if started is None:
+            return
+        span, token = started
+        otel_context.detach(token)  # type: ignore[arg-type]  # the token attach() returned
+        if batch.failed_keys:
+            span.set_attribute(BATCH_FAILED_KEYS, batch.failed_keys)
+        if error is not None:
+            span.set_attribute(ERROR_TYPE, type(error).__qualname__)
+            if batch.cancelled:
+                span.set_attribute(BATCH_CANCELLED, True)
+                span.set_status(Status(StatusCode.ERROR, "cancelled"))
+            else:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end()
+
+    def on_cache_hit(self, loader: Any, key: Any) -> None:
+        self._hits.add(1, {DATALOADER_NAME: loader_name(loader)})
+
+    def _links(self, callers: Sequence[Any]) -> list[Link]:
+        links: list[Link] = []
+        seen: set[int] = set()
+        for caller in callers:
+            if len(links) >= self.max_links:
+                break
+            span_context = caller.run(trace.get_current_span).get_span_context()
+            if span_context.is_valid and span_context.span_id not in seen:
+                seen.add(span_context.span_id)
+                links.append(Link(span_context))
+        return links
