@@ -55,6 +55,8 @@ class _CallCounter:
     attribute: str
     original: object
     calls: int = 0
+    # Whether the owner defines it itself (rather than inherit it): restored as it was.
+    own: bool = True
 
 
 class LoaderBudget(LoaderObserver):
@@ -126,6 +128,7 @@ class LoaderBudget(LoaderObserver):
         add_global_observer(self)
         for counter in self._calls:
             counter.original = inspect.getattr_static(counter.owner, counter.attribute)
+            counter.own = counter.attribute in vars(counter.owner)
             setattr(counter.owner, counter.attribute, _counting(counter))
 
     def stop(self) -> None:
@@ -135,7 +138,10 @@ class LoaderBudget(LoaderObserver):
         self._active = False
         remove_global_observer(self)
         for counter in reversed(self._calls):
-            setattr(counter.owner, counter.attribute, counter.original)
+            if counter.own:
+                setattr(counter.owner, counter.attribute, counter.original)
+            else:
+                delattr(counter.owner, counter.attribute)
 
     def check(self) -> None:
         """Raise ``LoaderBudgetExceeded`` listing what went over budget."""
