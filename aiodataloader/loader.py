@@ -341,7 +341,15 @@ class DataLoader(Generic[K, V]):
                 future = self._cache.get(cache_key)
             except TypeError as error:
                 raise self._unhashable_key_error(key) from error
-            if future is not None and not future.cancelled():
+            if future is None:  # a miss, as on the checked path
+                batch = self._current_batch()
+                future = batch.loop.create_future()
+                self._cache[cache_key] = future
+                batch.keys.append(key)
+                batch.futures.append(future)
+                self._callers[future] = copy_context()
+                return future
+            if not future.cancelled():
                 self._counters.cache_hits += 1
                 observe.cache_hit(observe.observers_of(self), self, key)
                 return future

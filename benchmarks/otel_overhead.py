@@ -1,0 +1,194 @@
+"""What OpenTelemetry costs the blog example on uvicorn: latency p50, interleaved.
+
+Three uvicorn servers (child processes) run the same blog app:
+
+- ``plain``: no OpenTelemetry;
+- ``asgi``: the SDK and ``opentelemetry-instrumentation-asgi`` (a server span per request);
+- ``asgi + loaders``: the same, plus ``aiodataloader.otel.OpenTelemetryObserver`` (a span per
+  batch with links, and the batch and cache metrics).
+
+Spans go through a ``BatchSpanProcessor`` to an exporter that drops them (the cost measured
+is the app's, not an exporter's), metrics to an in-memory reader. One client sends
+``GET /posts?limit=20`` to each server in turn, one request at a time, the order rotating
+every round, and prints p50/p90 per server and the ratios of the p50s.
+
+    python benchmarks/otel_overhead.py              # 600 rounds, about a minute
+    python benchmarks/otel_overhead.py --quick      # 60 rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `examples` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+VARIANTS = ("plain", "asgi", "asgi + loaders")
+PATH = "/posts?limit=20"
+
+
+def serve(variant: str, port: int) -> None:
+    """The server process of one variant."""
+    import uvicorn
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from starlette.types import ASGIApp
+
+    from aiodataloader.observe import add_global_observer
+    from aiodataloader.otel import OpenTelemetryObserver
+    from examples.blog.app import create_app
+
+    class Discard(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    app: ASGIApp = create_app()
+    if variant != "plain":
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        app = OpenTelemetryMiddleware(
+            app, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+        if variant == "asgi + loaders":
+            add_global_observer(
+                OpenTelemetryObserver(
+                    tracer_provider=tracer_provider, meter_provider=meter_provider
+                )
+            )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start(variant: str, stack: ExitStack) -> str:
+    port = free_port()
+    pythonpath = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", variant, "--port", str(port)], cwd=REPO_ROOT, env=env
+    )
+
+    def stop() -> None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    stack.callback(stop)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=url, timeout=5.0) as client:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the {variant!r} server exited with {process.returncode}")
+            try:
+                if client.get(PATH).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the {variant!r} server did not start in 60 s")
+            time.sleep(0.1)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def measure(urls: dict[str, str], rounds: int, warmup: int) -> dict[str, list[float]]:
+    latencies: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    clients = {variant: httpx.Client(base_url=url, timeout=30.0) for variant, url in urls.items()}
+    try:
+        for round_ in range(-warmup, rounds):
+            shift = round_ % len(VARIANTS)
+            for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+                started = time.perf_counter()
+                response = clients[variant].get(PATH)
+                elapsed = time.perf_counter() - started
+                response.raise_for_status()
+                if round_ >= 0:
+                    latencies[variant].append(elapsed * 1000)
+    finally:
+        for client in clients.values():
+            client.close()
+    return latencies
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=600)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="60 rounds, 10 warm-up")
+    parser.add_argument("--json", type=Path, default=RESULTS / "otel_overhead.json")
+    parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.port)
+        return
+    rounds, warmup = (60, 10) if args.quick else (args.rounds, args.warmup)
+
+    with ExitStack() as stack:
+        urls = {variant: start(variant, stack) for variant in VARIANTS}
+        latencies = measure(urls, rounds, warmup)
+
+    p50 = {variant: statistics.median(values) for variant, values in latencies.items()}
+    print(f"GET {PATH}, {rounds} rounds, one request at a time, interleaved")
+    print(f"{'server':16} {'p50 ms':>8} {'p90 ms':>8}")
+    for variant, values in latencies.items():
+        print(f"{variant:16} {p50[variant]:8.2f} {percentile(values, 90):8.2f}")
+    loaders_vs_asgi = p50["asgi + loaders"] / p50["asgi"]
+    loaders_vs_plain = p50["asgi + loaders"] / p50["plain"]
+    print(f"p50 ratio, loader spans and metrics on / off (both with ASGI): {loaders_vs_asgi:.3f}")
+    print(f"p50 ratio, all OpenTelemetry on / off:                        {loaders_vs_plain:.3f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {
+                "python": platform.python_version(),
+                "rounds": rounds,
+                "p50_ms": p50,
+                "ratios": {
+                    "loaders_vs_asgi": loaders_vs_asgi,
+                    "loaders_vs_plain": loaders_vs_plain,
+                },
+                "latencies_ms": latencies,
+            },
+            indent=1,
+        )
+    )
+    print(f"raw samples: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
