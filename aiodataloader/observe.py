@@ -19,9 +19,11 @@ a load. The core imports no tracing library: ``aiodataloader.otel`` is one obser
 from __future__ import annotations
 
 import logging
+from asyncio import Future
 from collections.abc import Sequence
 from contextvars import Context
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -173,6 +175,8 @@ class BatchInfo:
     #: Why the batch failed: what the batch function raised, or ``asyncio.CancelledError``
     #: when it was cancelled; set at the end.
     error: BaseException | None = None
+    # The observers that saw its start, which alone see its end.
+    _observers: Sequence[LoaderObserver] = field(default=(), repr=False)
 
     @property
     def size(self) -> int:
@@ -210,17 +214,10 @@ class LoaderObserver(Protocol):
 _HOOKS = ("on_batch_start", "on_batch_end", "on_cache_hit")
 
 
-class _Observers:
-    """Process-wide observers. Loaders built while one is attached count cache hits and
-    record their callers; every loader calls them at each batch."""
-
-    __slots__ = ("observers",)
-
-    def __init__(self) -> None:
-        self.observers: tuple[LoaderObserver, ...] = ()
-
-
-GLOBAL = _Observers()
+#: Process-wide observers, changed in place by add/remove_global_observer (the core holds
+#: this very list). Loaders built while one is attached count cache hits and record their
+#: callers; every loader calls them at each batch.
+GLOBAL_OBSERVERS: list[LoaderObserver] = []
 
 
 def loader_name(loader: DataLoader[Any, Any]) -> str:
@@ -260,19 +257,17 @@ def add_global_observer(observer: LoaderObserver) -> None:
     """Attach ``observer`` to every loader: its batch hooks run for every batch from now
     on; hits and callers are recorded by the loaders built from now on."""
     observer = _check_observer(observer, "add_global_observer()")
-    GLOBAL.observers = (*GLOBAL.observers, observer)
+    GLOBAL_OBSERVERS.append(observer)
 
 
 def remove_global_observer(observer: LoaderObserver) -> None:
     """Detach an observer added by ``add_global_observer`` (a ValueError if it is not)."""
-    observers = list(GLOBAL.observers)
     try:
-        observers.remove(observer)
+        GLOBAL_OBSERVERS.remove(observer)
     except ValueError:
         raise ValueError(
             f"remove_global_observer(): {observer!r} is not a global observer"
         ) from None
-    GLOBAL.observers = tuple(observers)
 
 
 # -- called by the core ------------------------------------------------------------------
@@ -296,21 +291,42 @@ def _failed(observer: object, hook: str) -> None:
 
 def observers_of(loader: DataLoader[Any, Any]) -> tuple[LoaderObserver, ...]:
     """The observers of this batch: the loader's own, then the global ones."""
-    own = loader._observers
-    shared = GLOBAL.observers
-    return own + shared if own and shared else own or shared
+    return (*loader._observers, *GLOBAL_OBSERVERS)
 
 
-def batch_started(observers: Sequence[LoaderObserver], batch: BatchInfo) -> None:
+def batch_started(
+    observers: Sequence[LoaderObserver],
+    loader: DataLoader[Any, Any],
+    keys: list[Any],
+    futures: list[Future[Any]],
+    callers: dict[Future[Any], Context] | None,
+) -> BatchInfo:
+    """The batch's ``BatchInfo``, after each observer's ``on_batch_start``. ``callers`` maps
+    the future of each observed miss to its caller's context: taken out for this batch."""
+    contexts = []
+    if callers:
+        for future in futures:
+            context = callers.pop(future, None)
+            if context is not None:
+                contexts.append(context)
+    batch = BatchInfo(loader, loader_name(loader), keys, contexts, perf_counter())
+    batch._observers = observers
     for observer in observers:
         try:
             observer.on_batch_start(batch)
         except Exception:
             _failed(observer, "on_batch_start")
+    return batch
 
 
-def batch_ended(observers: Sequence[LoaderObserver], batch: BatchInfo) -> None:
-    for observer in observers:
+def batch_ended(
+    batch: BatchInfo, duration: float, failed_keys: int, error: BaseException | None
+) -> None:
+    """Each observer's ``on_batch_end``: the same observers as at the batch's start."""
+    batch.duration = duration
+    batch.failed_keys = failed_keys
+    batch.error = error
+    for observer in batch._observers:
         try:
             observer.on_batch_end(batch)
         except Exception:
