@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import tracemalloc
 
 import pytest
 
 from aiodataloader import DataLoader
-from aiodataloader.observe import LoaderObserver, LoaderStats, observe
+from aiodataloader.observe import LoaderObserver, LoaderStats, RequestStats, observe
 
 pytestmark = pytest.mark.anyio
 
@@ -135,3 +136,38 @@ async def test_cache_hits_allocate_nothing_when_nobody_observes() -> None:
     # 10,000 hits; a single allocated object per hit would be at least 160 KB.
     assert grown < 16_000, grown
     assert loader.stats.batches == 1
+
+
+async def test_request_stats_sum_per_loader_name_in_build_order() -> None:
+    authors = DataLoader(double, name="AuthorLoader")
+    tags = DataLoader(double, name="TagLoader")
+    unused = DataLoader(double, name="Unused")
+    more_authors = DataLoader(double, name="AuthorLoader")  # e.g. a nested scope's
+    await authors.load_many(range(20))
+    await authors.load_many(range(20, 53))
+    await tags.load(1)
+    await more_authors.load(1)
+
+    report = RequestStats.of([authors, tags, unused, more_authors])
+    assert list(report.by_loader) == ["AuthorLoader", "TagLoader", "Unused"]
+    assert (report.by_loader["AuthorLoader"].batches, report.total.batches) == (3, 4)
+    assert report.by_loader["AuthorLoader"].keys_dispatched == 54
+
+    timing = report.server_timing()
+    assert re.fullmatch(
+        r'AuthorLoader;dur=\d+\.\d\d;desc="3 batches, 54 keys \(largest 33\)", '
+        r'TagLoader;dur=\d+\.\d\d;desc="1 batch, 1 key"',
+        timing,
+    ), timing
+    assert re.fullmatch(
+        r"AuthorLoader 3 batches, 54 keys \(largest 33\), \d+\.\d ms; "
+        r"TagLoader 1 batch, 1 key, \d+\.\d ms; Unused 0 batches, 0 keys, 0\.0 ms",
+        report.describe(),
+    ), report.describe()
+
+
+def test_a_server_timing_name_is_an_http_token() -> None:
+    report = RequestStats({'Posts by "tag"': LoaderStats(batches=1, keys_dispatched=2)})
+    assert report.server_timing() == 'Posts_by__tag_;dur=0.00;desc="1 batch, 2 keys"'
+    assert RequestStats({}).server_timing() == ""
+    assert RequestStats({}).describe() == "no loader"
