@@ -276,7 +276,7 @@ def loader_name(loader: DataLoader[Any, Any]) -> str:
     return name if name is not None else type(loader).__name__
 
 
-def _check_observer(observer: object, where: str) -> LoaderObserver:
+def checked_observer(observer: object, where: str) -> LoaderObserver:
     missing = [hook for hook in _HOOKS if not callable(getattr(observer, hook, None))]
     if missing:
         raise TypeError(
@@ -296,7 +296,7 @@ def observe(loader: LoaderT, observer: LoaderObserver) -> LoaderT:
 
     if not isinstance(loader, DataLoader):
         raise TypeError(f"observe() expects a DataLoader; got {type(loader).__name__}")
-    observer = _check_observer(observer, f"observe({loader._label()})")
+    observer = checked_observer(observer, f"observe({loader._label()})")
     loader._observers = (*loader._observers, observer)
     loader._counters.hits_counted = True
     loader._options_changed()
@@ -306,7 +306,7 @@ def observe(loader: LoaderT, observer: LoaderObserver) -> LoaderT:
 def add_global_observer(observer: LoaderObserver) -> None:
     """Attach ``observer`` to every loader: its batch hooks run for every batch from now
     on; hits and callers are recorded by the loaders built from now on."""
-    observer = _check_observer(observer, "add_global_observer()")
+    observer = checked_observer(observer, "add_global_observer()")
     GLOBAL_OBSERVERS.append(observer)
 
 
