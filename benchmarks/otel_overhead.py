@@ -10,7 +10,10 @@ Three uvicorn servers (child processes) run the same blog app:
 Spans go through a ``BatchSpanProcessor`` to an exporter that drops them (the cost measured
 is the app's, not an exporter's), metrics to an in-memory reader. One client sends
 ``GET /posts?limit=20`` to each server in turn, one request at a time, the order rotating
-every round, and prints p50/p90 per server and the ratios of the p50s.
+every round. It prints per server the latency p50/p90 and the CPU time the server process
+used per request (all its threads; read from the server before and after the timed rounds),
+and the ratios: of the p50s, the median of the per-round ratios, and of the CPU times. On a
+machine shared with other work, the CPU time is the steadiest of them.
 
     python benchmarks/otel_overhead.py              # 600 rounds, about a minute
     python benchmarks/otel_overhead.py --quick      # 60 rounds
@@ -40,6 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 VARIANTS = ("plain", "asgi", "asgi + loaders")
 PATH = "/posts?limit=20"
+CPU_PATH = "/__cpu_seconds"  # answered by the benchmark's wrapper, not by the app
 
 
 def serve(variant: str, port: int) -> None:
@@ -54,7 +58,7 @@ def serve(variant: str, port: int) -> None:
         SpanExporter,
         SpanExportResult,
     )
-    from starlette.types import ASGIApp
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from aiodataloader.observe import add_global_observer
     from aiodataloader.otel import OpenTelemetryObserver
@@ -78,7 +82,16 @@ def serve(variant: str, port: int) -> None:
                     tracer_provider=tracer_provider, meter_provider=meter_provider
                 )
             )
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+    async def with_cpu_time(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == CPU_PATH:
+            body = str(time.process_time()).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+
+    uvicorn.run(with_cpu_time, host="127.0.0.1", port=port, log_level="warning")
 
 
 def free_port() -> int:
@@ -125,11 +138,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def measure(urls: dict[str, str], rounds: int, warmup: int) -> dict[str, list[float]]:
+def measure(
+    urls: dict[str, str], rounds: int, warmup: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Latencies (ms) per variant, and the server's CPU time per request (ms)."""
     latencies: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    cpu: dict[str, float] = {}
     clients = {variant: httpx.Client(base_url=url, timeout=30.0) for variant, url in urls.items()}
     try:
         for round_ in range(-warmup, rounds):
+            if round_ == 0:
+                cpu = {v: float(clients[v].get(CPU_PATH).text) for v in VARIANTS}
             shift = round_ % len(VARIANTS)
             for variant in VARIANTS[shift:] + VARIANTS[:shift]:
                 started = time.perf_counter()
@@ -138,10 +157,13 @@ def measure(urls: dict[str, str], rounds: int, warmup: int) -> dict[str, list[fl
                 response.raise_for_status()
                 if round_ >= 0:
                     latencies[variant].append(elapsed * 1000)
+        for variant in VARIANTS:
+            used = float(clients[variant].get(CPU_PATH).text) - cpu[variant]
+            cpu[variant] = used * 1000 / rounds
     finally:
         for client in clients.values():
             client.close()
-    return latencies
+    return latencies, cpu
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -160,17 +182,30 @@ def main(argv: list[str] | None = None) -> None:
 
     with ExitStack() as stack:
         urls = {variant: start(variant, stack) for variant in VARIANTS}
-        latencies = measure(urls, rounds, warmup)
+        latencies, cpu = measure(urls, rounds, warmup)
 
     p50 = {variant: statistics.median(values) for variant, values in latencies.items()}
     print(f"GET {PATH}, {rounds} rounds, one request at a time, interleaved")
-    print(f"{'server':16} {'p50 ms':>8} {'p90 ms':>8}")
+    print(f"{'server':16} {'p50 ms':>8} {'p90 ms':>8} {'CPU ms/request':>15}")
     for variant, values in latencies.items():
-        print(f"{variant:16} {p50[variant]:8.2f} {percentile(values, 90):8.2f}")
-    loaders_vs_asgi = p50["asgi + loaders"] / p50["asgi"]
-    loaders_vs_plain = p50["asgi + loaders"] / p50["plain"]
-    print(f"p50 ratio, loader spans and metrics on / off (both with ASGI): {loaders_vs_asgi:.3f}")
-    print(f"p50 ratio, all OpenTelemetry on / off:                        {loaders_vs_plain:.3f}")
+        p90 = percentile(values, 90)
+        print(f"{variant:16} {p50[variant]:8.2f} {p90:8.2f} {cpu[variant]:15.2f}")
+    ratios = {}
+    for label, on, off in (
+        ("loader spans and metrics on / off (both with ASGI)", "asgi + loaders", "asgi"),
+        ("all OpenTelemetry on / off", "asgi + loaders", "plain"),
+    ):
+        pairs = zip(latencies[on], latencies[off], strict=True)
+        paired = statistics.median(a / b for a, b in pairs)
+        ratios[label] = {
+            "p50": p50[on] / p50[off],
+            "paired_p50": paired,
+            "cpu": cpu[on] / cpu[off],
+        }
+        print(
+            f"{label}: p50 {p50[on] / p50[off]:.3f}, median of per-round ratios {paired:.3f}, "
+            f"CPU per request {cpu[on] / cpu[off]:.3f}"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
@@ -178,10 +213,8 @@ def main(argv: list[str] | None = None) -> None:
                 "python": platform.python_version(),
                 "rounds": rounds,
                 "p50_ms": p50,
-                "ratios": {
-                    "loaders_vs_asgi": loaders_vs_asgi,
-                    "loaders_vs_plain": loaders_vs_plain,
-                },
+                "cpu_ms_per_request": cpu,
+                "ratios": ratios,
                 "latencies_ms": latencies,
             },
             indent=1,
