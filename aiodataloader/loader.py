@@ -203,7 +203,8 @@ class DataLoader(Generic[K, V]):
         if observed:
             # Observers see hits and callers on the checked path, which a loader that
             # nobody observes does not take.
-            self._callers: dict[Future[V], Context] = {}
+            if getattr(self, "_callers", None) is None:  # kept when an option changes
+                self._callers: dict[Future[V], Context] = {}
             self._load_with_cache_key = _ObservedLoad(self)  # type: ignore[method-assign]
 
     # -- public API ------------------------------------------------------------------

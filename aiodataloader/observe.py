@@ -121,7 +121,7 @@ class RequestStats:
         by_loader: dict[str, LoaderStats] = {}
         for loader in loaders:
             name = loader_name(loader)
-            stats = loader.stats
+            stats = loader._counters.snapshot()  # a subclass may use the name "stats"
             by_loader[name] = by_loader[name] + stats if name in by_loader else stats
         return cls(by_loader)
 

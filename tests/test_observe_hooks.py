@@ -251,3 +251,19 @@ def test_observe_refuses_what_is_not_a_loader_or_an_observer() -> None:
         add_global_observer(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^remove_global_observer\(\): .* is not a global"):
         remove_global_observer(Recording())
+
+
+async def test_changing_an_option_keeps_the_callers_of_queued_loads() -> None:
+    observer = Recording()
+    loader = observe(DataLoader(double), observer)
+
+    async def resolver(name: str, key: int) -> int:
+        request_id.set(name)
+        return await loader.load(key)
+
+    first = asyncio.ensure_future(resolver("a", 1))
+    await asyncio.sleep(0)  # "a" is queued
+    loader.max_batch_size = 10  # recomputes the loader's plain attributes
+    assert list(await asyncio.gather(first, resolver("b", 2))) == [2, 4]
+    (batch,) = observer.batches
+    assert [caller.get(request_id) for caller in batch.callers] == ["a", "b"]

@@ -171,3 +171,15 @@ def test_a_server_timing_name_is_an_http_token() -> None:
     assert report.server_timing() == 'Posts_by__tag_;dur=0.00;desc="1 batch, 2 keys"'
     assert RequestStats({}).server_timing() == ""
     assert RequestStats({}).describe() == "no loader"
+
+
+async def test_request_stats_do_not_depend_on_the_name_stats() -> None:
+    class Reporting(DataLoader[int, int]):
+        stats = "the application's own attribute"  # type: ignore[assignment]
+
+        async def batch_load_fn(self, keys: list[int]) -> list[int]:
+            return keys
+
+    loader = Reporting()
+    await loader.load(1)
+    assert RequestStats.of([loader]).by_loader["Reporting"].batches == 1
