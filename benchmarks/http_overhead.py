@@ -31,7 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from aiodataloader import DataLoader
-from aiodataloader.asgi import LoaderMiddleware, get_loaders
+from aiodataloader.asgi import LoaderMiddleware, loaders_from
 
 
 class Users(DataLoader[int, str]):
@@ -55,7 +55,7 @@ async def no_loader(request: Request) -> Response:
 
 
 async def three_with_middleware(request: Request) -> Response:
-    loaders = get_loaders(request)
+    loaders = loaders_from(request)
     values = [await loaders.get(cls).load(1) for cls in LOADERS]
     return PlainTextResponse(",".join(values))
 

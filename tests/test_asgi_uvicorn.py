@@ -21,7 +21,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from aiodataloader import DataLoader
-from aiodataloader.asgi import LoaderMiddleware, current_loaders, get_loaders
+from aiodataloader.asgi import LoaderMiddleware, current_loaders, loaders_from
 
 pytestmark = pytest.mark.anyio
 
@@ -80,20 +80,20 @@ async def slow(request: Request) -> Response:
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch_disconnect)
-        await get_loaders(request).get(Tracked).load(1)
-        await get_loaders(request).get(Slow).load(1)
+        await loaders_from(request).get(Tracked).load(1)
+        await loaders_from(request).get(Slow).load(1)
     return PlainTextResponse("unreachable")
 
 
 async def boom(request: Request) -> Response:
-    await get_loaders(request).get(Tracked).load(1)
+    await loaders_from(request).get(Tracked).load(1)
     if request.query_params.get("http"):
         raise HTTPException(409, "conflict")
     raise RuntimeError("endpoint broke")
 
 
 async def ok(request: Request) -> Response:
-    return PlainTextResponse(await get_loaders(request).get(Tracked).load(0))
+    return PlainTextResponse(await loaders_from(request).get(Tracked).load(0))
 
 
 app = Starlette(
