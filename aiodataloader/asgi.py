@@ -39,15 +39,22 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import sys
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+)
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from contextvars import ContextVar, copy_context
+from contextvars import ContextVar
 from functools import partial
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, cast, overload
+from types import MappingProxyType, TracebackType
+from typing import Any, Final, TypeAlias, TypeVar, cast, overload
 
 try:
     import anyio
@@ -95,7 +102,7 @@ _NOT_INSTALLED = (
 _CLOSED_REASON = "its request has ended; loaders must not outlive the request that built them"
 
 # How a factory is called.
-_NO_ARGUMENT, _CONTAINER, _CONNECTION = range(3)
+_NO_ARGUMENT, _CONTAINER, _CONNECTION, _CONTAINER_FORWARDING = range(4)
 _CONNECTION_NAMES = frozenset({"HTTPConnection", "Request", "WebSocket"})
 
 
@@ -134,8 +141,14 @@ def _calling_convention(cls: type[Any], factory: Callable[..., Any]) -> int:
         raise TypeError(shape)
     annotation = required[0].annotation
     if annotation is inspect.Parameter.empty or annotation in (Any, object):
-        # 0.5.0 factories were called with the connection: the container forwards what it
-        # lacks to its connection, with a DeprecationWarning.
+        # 0.5.0 called an unannotated factory with the connection. One that reads what only a
+        # connection has (``conn.app``, ``conn.headers``) gets the container through a proxy
+        # that forwards those to the connection, with a DeprecationWarning. Judged by the
+        # names its code reads, so that every other factory gets the container itself and
+        # the container needs no __getattr__ (which slows every attribute read on it).
+        code = getattr(inspect.unwrap(factory), "__code__", None)
+        if code is not None and not _CONNECTION_ONLY.isdisjoint(code.co_names):
+            return _CONTAINER_FORWARDING
         return _CONTAINER
     if isinstance(annotation, str):
         # Unresolvable text (a name imported under TYPE_CHECKING): judged by its last name.
@@ -203,6 +216,8 @@ class _Recipe:
             call = _ignore_scope(factory)
         elif convention == _CONNECTION:
             call = _with_connection(factory)
+        elif convention == _CONTAINER_FORWARDING:
+            call = _with_forwarding(factory)
         else:
             call = factory
         self.call = call
@@ -214,6 +229,34 @@ def _ignore_scope(factory: Callable[[], Any]) -> Callable[[Loaders], Any]:
 
 def _with_connection(factory: Callable[[HTTPConnection], Any]) -> Callable[[Loaders], Any]:
     return lambda scope: factory(scope.connection)
+
+
+def _with_forwarding(factory: Callable[[Any], Any]) -> Callable[[Loaders], Any]:
+    return lambda scope: factory(_ForwardingToConnection(scope))
+
+
+class _ForwardingToConnection:
+    """What a 0.5.0-style factory receives: the container, and for one more release what
+    only a connection has (``conn.app``, ``conn.headers``), with a DeprecationWarning."""
+
+    __slots__ = ("_loaders",)
+
+    def __init__(self, loaders: Loaders) -> None:
+        self._loaders = loaders
+
+    def __getattr__(self, name: str) -> Any:
+        loaders = self._loaders
+        if name in _CONNECTION_ONLY:
+            warnings.warn(
+                "an unannotated factory parameter receives the request's Loaders container "
+                f"now, not its HTTPConnection (0.5.0): use `scope.connection.{name}`, or "
+                f"annotate the parameter HTTPConnection. Loaders forwarding `{name}` to its "
+                "connection goes away in the next release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(loaders.connection, name)
+        return getattr(loaders, name)
 
 
 class LoaderRegistry:
@@ -310,12 +353,12 @@ class LoaderRegistry:
 # the __exit__ or __aexit__ of an entered context manager (or None).
 _Built = tuple[type[Any], Any, bool, Any]
 
+# Shared by every container that has built nothing yet; replaced before the first insert.
+_NO_INSTANCES: dict[type[Any], Any] = cast("dict[type[Any], Any]", MappingProxyType({}))
+
 # Which container owns a live loader (or resource with cleanup), by id: a factory that returns
 # a shared instance would let one request's teardown cancel another request's loads.
 _owners: weakref.WeakValueDictionary[int, Loaders] = weakref.WeakValueDictionary()
-# Teardown steps given up after the timeout: referenced until they end, so that asyncio does
-# not destroy them while pending.
-_abandoned: set[asyncio.Task[Any]] = set()
 
 
 class _BuildInProgress:
@@ -344,17 +387,16 @@ class Loaders:
     a scope of your own, e.g. one per websocket message or GraphQL subscription event.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_building",
-        "_built",
-        "_closed",
-        "_connection",
-        "_instances",
-        "_scope",
-        "registry",
-        "teardown_timeout",
-    )
+    # Class-level defaults, so that the middleware's container costs two attribute writes
+    # per request until something is built.
+    registry: LoaderRegistry
+    teardown_timeout: float
+    _scope: Scope | None = None
+    _connection: HTTPConnection | None = None
+    _instances: dict[type[Any], Any] = _NO_INSTANCES
+    _built: list[_Built] | None = None
+    _building: dict[type[Any], _BuildInProgress] | None = None
+    _closed = False
 
     def __init__(
         self,
@@ -374,24 +416,13 @@ class Loaders:
         self.registry = registry if registry is not None else LoaderRegistry()
         self.teardown_timeout = teardown_timeout
         self._connection = connection
-        self._scope: Scope | None = None
-        self._instances: dict[type[Any], Any] = {}
-        self._built: list[_Built] = []
-        self._building: dict[type[Any], _BuildInProgress] | None = None
-        self._closed = False
 
     @classmethod
-    def _for_scope(cls, scope: Scope, registry: LoaderRegistry, timeout: float) -> Loaders:
+    def _for_scope(cls, scope: Scope, middleware: LoaderMiddleware) -> Loaders:
         # The middleware's constructor: the HTTPConnection is built only if a factory asks.
         loaders = cls.__new__(cls)
-        loaders.registry = registry
-        loaders.teardown_timeout = timeout
-        loaders._connection = None
+        loaders.__dict__.update(middleware._settings)
         loaders._scope = scope
-        loaders._instances = {}
-        loaders._built = []
-        loaders._building = None
-        loaders._closed = False
         return loaders
 
     @property
@@ -463,6 +494,7 @@ class Loaders:
                     f"{cls.__name__} is being built already: its factory asked for it"
                 )
             await asyncio.shield(in_progress.wait())  # then built, failed, or to retry
+            instances = self._instances  # replaced at the first build
             if cls in instances:
                 return cast(T, instances[cls])
             recipe = self._recipe_to_build(cls)
@@ -533,13 +565,17 @@ class Loaders:
     def _keep(self, recipe: _Recipe, value: Any, exit_: Any) -> Any:
         if recipe.is_loader or exit_ is not None:
             _owners[id(value)] = self
+        built = self._built
+        if built is None:
+            built = self._built = []
+            self._instances = {}
         self._instances[recipe.cls] = value
-        self._built.append((recipe.cls, value, recipe.is_loader, exit_))
+        built.append((recipe.cls, value, recipe.is_loader, exit_))
         return value
 
     def clear_all(self) -> None:
         """Clear every built loader's cache, e.g. after a mutation or between messages."""
-        for _, instance, is_loader, _ in self._built:
+        for _, instance, is_loader, _ in self._built or ():
             if is_loader:
                 instance.clear_all()
 
@@ -553,26 +589,6 @@ class Loaders:
     def __repr__(self) -> str:
         names = ", ".join(cls.__name__ for cls in self._instances)
         return f"<Loaders [{names}]{' closed' if self._closed else ''}>"
-
-    if not TYPE_CHECKING:
-        # Type checkers do not see this: 0.5.0 code that reads the connection through the
-        # container is flagged there, and works here for one more release.
-        def __getattr__(self, name: str) -> Any:
-            connection = self._connection
-            if connection is None and self._scope is not None:
-                connection = self.connection
-            if not name.startswith("_") and hasattr(connection, name):
-                warnings.warn(
-                    "an unannotated factory parameter receives the request's Loaders "
-                    "container now, not its HTTPConnection (0.5.0): use "
-                    f"`scope.connection.{name}`, or annotate the parameter HTTPConnection. "
-                    f"Loaders forwarding `{name}` to its connection goes away in the next "
-                    "release",
-                    DeprecationWarning,
-                    stacklevel=2,
-                )
-                return getattr(connection, name)
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     async def __aenter__(self) -> Loaders:
         return self
@@ -598,20 +614,29 @@ class Loaders:
         await self._teardown(None)
 
     async def _teardown(self, error: BaseException | None) -> None:
-        if self._closed:
+        if self._close_if_empty():
             return
+        built = self._built
         self._closed = True
         self._scope = None  # also breaks the scope -> Loaders -> scope cycle
         self._connection = None
-        built = self._built
+        self._built = None
+        self._instances = _NO_INSTANCES
         if not built:
             return
-        self._built = []
-        self._instances = {}
         for _, instance, _, _ in built:
             if _owners.get(id(instance)) is self:
                 del _owners[id(instance)]
         await _Teardown(self.teardown_timeout, error).run(reversed(built))
+
+    def _close_if_empty(self) -> bool:
+        """Close at once if there is nothing to tear down (the common case); True if closed."""
+        if self._built is None or self._closed:
+            self._closed = True
+            self._scope = None
+            self._connection = None
+            return True
+        return False
 
 
 #: What a factory may return for ``T``: the value, an awaitable of it, a generator or async
@@ -626,6 +651,12 @@ FactoryResult: TypeAlias = (
 )
 #: ``factory(scope)`` or ``factory()``: builds one ``T`` for one request.
 LoaderFactory: TypeAlias = Callable[[Loaders], FactoryResult[T]] | Callable[[], FactoryResult[T]]
+
+
+# What a 0.5.0 factory could read on its connection and cannot on the container.
+_CONNECTION_ONLY = frozenset(
+    {"scope", *(name for name in dir(HTTPConnection) if not name.startswith("_"))}
+) - frozenset(dir(Loaders))
 
 
 def _check_timeout(timeout: object) -> None:
@@ -656,26 +687,15 @@ async def _exit_now(cls: type[Any], exit_: Any) -> None:
         logger.exception("cleanup of %s failed", cls.__name__)
 
 
-if sys.version_info >= (3, 12):
-
-    def _start_task(coro: Any) -> asyncio.Task[Any]:
-        # Eager: a step that never suspends is done here, without a trip through the loop.
-        return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
-else:
-
-    def _start_task(coro: Any) -> asyncio.Task[Any]:
-        return asyncio.get_running_loop().create_task(coro)
-
-
-def _start_outside_request(coro: Any) -> asyncio.Task[Any]:
-    # A step task must not keep the container alive through its context (it may be abandoned).
-    context = copy_context()
-    context.run(_current.set, None)
-    return context.run(_start_task, coro)
-
-
 class _Teardown:
-    """One container's teardown: the steps of each instance, newest first, within a budget."""
+    """One container's teardown: the steps of each instance, newest first, within a budget.
+
+    An async step (``cancel_pending``, a loader's ``aclose``, a resource's ``__aexit__``)
+    runs in the request's own task, driven by ``_drive``: a step that does not suspend costs
+    no more than a call, and one that does sees the task it expects (anyio cancel scopes and
+    ``asyncio.timeout`` inside it work). While it waits on a future, the task waits on a
+    stand-in for it, so a ``Task.cancel()`` of the request cancels the stand-in, not the step.
+    """
 
     __slots__ = ("cancelled", "deadline", "error", "escaped", "grace", "loop", "shield")
 
@@ -694,8 +714,13 @@ class _Teardown:
         try:
             for cls, instance, is_loader, exit_ in built:
                 if is_loader:
-                    if self._close_and_probe(instance):
-                        await self._step(cls, instance, "cancel_pending", self._cancel(instance))
+                    try:
+                        DataLoader.close(instance, _CLOSED_REASON)
+                    except Exception as failure:
+                        self._failed(cls, instance, "close", failure)
+                    await self._step(
+                        cls, instance, "cancel_pending", instance.cancel_pending, self._remaining
+                    )
                     self._sync_step(cls, instance, "clear_all", instance.clear_all)
                     aclose = getattr(instance, "aclose", None)
                     if aclose is not None:
@@ -715,30 +740,10 @@ class _Teardown:
         if self.cancelled:
             raise asyncio.CancelledError
 
-    def _close_and_probe(self, loader: DataLoader[Any, Any]) -> bool:
-        """Close the loader; True if it has pending loads whose batch tasks must be awaited."""
-        try:
-            DataLoader.close(loader, _CLOSED_REASON)
-            # An idle loader's cancel_pending() returns without suspending: run it by hand
-            # to learn that, which keeps the common case free of a task. A busy one cancels
-            # its loads before it first suspends, and is called again in a task to wait.
-            probe = loader.cancel_pending(timeout=self._remaining())
-            try:
-                probe.send(None)
-            except StopIteration:
-                return False
-            probe.close()
-            return True
-        except BaseException as failure:
-            self._failed(type(loader), loader, "close", failure)
-            return False
-
-    def _cancel(self, loader: DataLoader[Any, Any]) -> Callable[[], Awaitable[None]]:
-        # Half the step's budget, so the core abandons a stuck batch (and names it) first.
-        return lambda: loader.cancel_pending(timeout=self._remaining() / 2)
-
     def _remaining(self) -> float:
-        return max(self.deadline - self.loop.time(), self.grace)
+        # For cancel_pending(timeout=): half of what is left, so that the core abandons a
+        # stuck batch (and names it) before this step overruns.
+        return max(self.deadline - self.loop.time(), self.grace) / 2
 
     def _sync_step(self, cls: type[Any], instance: Any, name: str, step: Callable[[], Any]) -> None:
         try:
@@ -747,42 +752,34 @@ class _Teardown:
             self._failed(cls, instance, name, failure)
 
     async def _step(
-        self, cls: type[Any], instance: Any, name: str, step: Callable[[], Awaitable[Any]]
+        self,
+        cls: type[Any],
+        instance: Any,
+        name: str,
+        step: Callable[..., Any],
+        with_timeout: Callable[[], float] | None = None,
     ) -> None:
-        """Run ``step`` in a task of its own, so that it can be abandoned, and await it
-        through any cancellation of the request's task."""
-        if self.shield is None:
-            # anyio re-delivers its cancellation at every await until the scope is left.
-            self.shield = anyio.CancelScope(shield=True).__enter__()
-        task = _start_outside_request(_run_step(step))
-        if not task.done():
-            await self._wait(task, self._remaining())
-        if not task.done():
-            task.cancel()
-            await self._wait(task, self.grace)
-        if not task.done():
-            _abandoned.add(task)
-            task.add_done_callback(_abandoned.discard)
+        try:
+            awaitable = step() if with_timeout is None else step(timeout=with_timeout())
+        except BaseException as failure:
+            self._failed(cls, instance, name, failure)
+            return
+        if not inspect.isawaitable(awaitable):
+            return  # e.g. a loader's aclose() that is a plain method
+        coro = awaitable if inspect.iscoroutine(awaitable) else _await(awaitable)
+        outcome = await _Drive(self, coro)
+        if outcome is _ABANDONED:
             logger.warning(
                 "%s did not finish within the teardown timeout and ignored cancellation; abandoned",
                 _step_label(cls, instance, name),
             )
-            self.deadline = self.loop.time()  # the budget is spent: later steps get the grace
-            return
-        failure = asyncio.CancelledError() if task.cancelled() else task.exception()
-        if failure is not None:
-            self._failed(cls, instance, name, failure)
-
-    async def _wait(self, task: asyncio.Task[Any], seconds: float) -> None:
-        until = self.loop.time() + seconds
-        while not task.done():
-            try:
-                await asyncio.wait((task,), timeout=max(until - self.loop.time(), 0.0))
-            except asyncio.CancelledError:
-                # A native Task.cancel() of the request: finish first, then let it go on.
-                self.cancelled = True
-                continue
-            return
+        elif outcome is _CANCELLED_LATE:
+            logger.warning(
+                "%s did not finish within the teardown timeout; cancelled",
+                _step_label(cls, instance, name),
+            )
+        elif outcome is not None:
+            self._failed(cls, instance, name, cast(BaseException, outcome))
 
     def _failed(self, cls: type[Any], instance: Any, name: str, failure: BaseException) -> None:
         if failure is self.error:
@@ -796,6 +793,86 @@ class _Teardown:
             self.escaped = failure  # KeyboardInterrupt, SystemExit: raised after the others
 
 
+_ABANDONED = object()
+_CANCELLED_LATE = object()
+
+
+class _Drive:
+    """Awaiting it runs ``coro`` to its end in the current task, as ``await coro`` would, but
+    a cancellation of the task is recorded on the teardown instead of reaching ``coro``, and
+    ``coro`` is cancelled at the teardown's deadline, then abandoned after a grace period.
+
+    The awaited value is None when ``coro`` finished, the exception it raised, or a marker
+    for "cancelled late" or "abandoned".
+    """
+
+    __slots__ = ("coro", "teardown")
+
+    def __init__(self, teardown: _Teardown, coro: Coroutine[Any, Any, Any]) -> None:
+        self.teardown = teardown
+        self.coro = coro
+
+    def __await__(self) -> Generator[Any, None, object]:
+        teardown, coro, loop = self.teardown, self.coro, self.teardown.loop
+        cancelled_by_us = False
+        while True:
+            try:
+                waited = coro.send(None)
+            except StopIteration:
+                return _CANCELLED_LATE if cancelled_by_us else None
+            except BaseException as failure:
+                if cancelled_by_us and isinstance(failure, asyncio.CancelledError):
+                    return _CANCELLED_LATE
+                return failure
+            if teardown.shield is None:
+                # anyio re-delivers its cancellation at every await until the scope is left.
+                teardown.shield = anyio.CancelScope(shield=True).__enter__()
+            if waited is None:  # a bare yield (asyncio.sleep(0)): one trip around the loop
+                try:
+                    yield None
+                except asyncio.CancelledError:
+                    teardown.cancelled = True
+                continue
+            if getattr(waited, "_asyncio_future_blocking", None) is None:
+                _close(coro)
+                return RuntimeError(f"a teardown step yielded {waited!r}, not a future")
+            waited._asyncio_future_blocking = False  # taken over, as a Task does
+            while not waited.done():
+                if loop.time() >= teardown.deadline:
+                    if cancelled_by_us:
+                        _close(coro)  # stop driving it, whether or not it lets itself close
+                        teardown.deadline = loop.time()  # spent: later steps get the grace
+                        return _ABANDONED
+                    # As Task.cancel() does: cancel what it waits on, then let it react.
+                    cancelled_by_us = True
+                    teardown.deadline = loop.time() + teardown.grace
+                    waited.cancel()
+                    break
+                stand_in = loop.create_future()
+                wake = partial(_wake, stand_in)
+                waited.add_done_callback(wake)
+                timer = loop.call_at(teardown.deadline, wake, None)
+                try:
+                    yield from stand_in
+                except asyncio.CancelledError:
+                    # A Task.cancel() of the request: finish first, then let it go on.
+                    teardown.cancelled = True
+                finally:
+                    waited.remove_done_callback(wake)
+                    timer.cancel()
+
+
+def _wake(stand_in: asyncio.Future[None], _: object) -> None:
+    if not stand_in.done():
+        stand_in.set_result(None)
+
+
+def _close(coro: Coroutine[Any, Any, Any]) -> None:
+    # A step that awaits again on GeneratorExit cannot be closed: it is left as it is.
+    with contextlib.suppress(RuntimeError):
+        coro.close()
+
+
 def _step_label(cls: type[Any], instance: Any, step: str) -> str:
     if step == "cleanup":
         return f"cleanup of {cls.__name__} {instance!r}"
@@ -806,8 +883,8 @@ def _exc_info(error: BaseException) -> tuple[type[BaseException], BaseException,
     return type(error), error, error.__traceback__
 
 
-async def _run_step(step: Callable[[], Awaitable[Any]]) -> None:
-    await step()
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 class LoaderMiddleware:
@@ -832,34 +909,60 @@ class LoaderMiddleware:
         self.app = app
         self.registry = registry if registry is not None else LoaderRegistry()
         self.teardown_timeout = teardown_timeout
+        self._settings = {"registry": self.registry, "teardown_timeout": teardown_timeout}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        loaders = Loaders._for_scope(scope, self.registry, self.teardown_timeout)
+        loaders = Loaders._for_scope(scope, self)
         # A nested LoaderMiddleware (e.g. around a mounted GraphQL app) hands the outer
         # container back when it is done.
         outer = scope.get(_SCOPE_KEY)
         scope[_SCOPE_KEY] = loaders
         token = _current.set(loaders)
-
-        async def send_outside(message: Message) -> None:
-            # The server may start the next pipelined request's task inside send(): it must
-            # not inherit this request's container.
-            inner = _current.set(outer)
-            try:
-                await send(message)
-            finally:
-                _current.reset(inner)
-
         try:
-            async with loaders:
-                await self.app(scope, receive, send_outside)
+            if scope["type"] == "http":
+                await self.app(scope, receive, _SendOutside(send, outer))
+            else:
+                await self.app(scope, receive, send)
+        except BaseException as error:
+            # The container's own teardown rule: its errors never replace the app's.
+            if not loaders._close_if_empty():
+                await loaders.__aexit__(type(error), error, error.__traceback__)
+            raise
+        else:
+            if not loaders._close_if_empty():
+                await loaders.__aexit__(None, None, None)
         finally:
             _current.reset(token)
             if outer is not None:
                 scope[_SCOPE_KEY] = outer
+
+
+class _SendOutside:
+    """The server's ``send``, with the final body message sent outside the request's context:
+    a server may start the next pipelined request's task inside it (uvicorn does), and that
+    task must not inherit this request's container. A plain call, not a coroutine, for every
+    other message, since it runs on every response."""
+
+    __slots__ = ("outer", "send")
+
+    def __init__(self, send: Send, outer: Loaders | None) -> None:
+        self.send = send
+        self.outer = outer
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            return self._outside(message)
+        return self.send(message)
+
+    async def _outside(self, message: Message) -> None:
+        token = _current.set(self.outer)
+        try:
+            await self.send(message)
+        finally:
+            _current.reset(token)
 
 
 def loaders_from(conn: HTTPConnection) -> Loaders:
