@@ -110,6 +110,8 @@ class DataLoader(Generic[K, V]):
         name = _OPTIONS["name"]
 
     batch_load_fn: BatchLoadFn[K, V]
+    # Observers attached by observe() (aiodataloader.observe); none by default.
+    _observers: tuple[observe.LoaderObserver, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -139,9 +141,8 @@ class DataLoader(Generic[K, V]):
         self._cache: MutableMapping[Any, Future[V]] = {}
         self._user_cache_map = cache_map is not None
         self._counters = observe.LoaderCounters()
-        self._observers: tuple[observe.LoaderObserver, ...] = ()
-        # Built while a global observer is attached: observed from the start.
-        self._counters.hits_counted = bool(GLOBAL_OBSERVERS)
+        if GLOBAL_OBSERVERS:  # built while a global observer is attached: observed from now
+            self._counters.hits_counted = True
         if name is not None:
             self.name = name
         label = self._label()
