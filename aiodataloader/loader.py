@@ -206,6 +206,8 @@ class DataLoader(Generic[K, V]):
             # nobody observes does not take.
             if getattr(self, "_callers", None) is None:  # kept when an option changes
                 self._callers: dict[Future[V], Context] = {}
+                self._caller_batch: _Batch | None = None
+                self._caller_task: asyncio.Task[Any] | None = None
             self._load_with_cache_key = _ObservedLoad(self)  # type: ignore[method-assign]
 
     # -- public API ------------------------------------------------------------------
@@ -436,15 +438,24 @@ class DataLoader(Generic[K, V]):
                 self._cache[cache_key] = future
                 batch.keys.append(key)
                 batch.futures.append(future)
-                self._callers[future] = copy_context()
+                self._note_caller(future, batch)
                 return future
             if not future.cancelled():
                 self._counters.cache_hits += 1
                 observe.cache_hit(observe.observers_of(self), self, key)
                 return future
         future = DataLoader._load_with_cache_key(self, key)
-        self._callers[future] = copy_context()
+        self._note_caller(future, None)
         return future
+
+    def _note_caller(self, future: Future[V], batch: _Batch | None) -> None:
+        # One context per task and batch: the loads a task makes in one tick share their
+        # caller (its current span, say), and a batch's observers get each caller once.
+        task = asyncio.current_task()
+        if batch is not None and batch is self._caller_batch and task is self._caller_task:
+            return
+        self._caller_batch, self._caller_task = batch, task
+        self._callers[future] = copy_context()
 
     def _reload_cancelled(self, key: K, cache_key: object, cancelled: Future[V]) -> Future[V]:
         """A new load of a key whose cached future was cancelled. If that cancelled load is

@@ -201,8 +201,9 @@ class BatchInfo:
     #: The loader's ``name``, or its class name.
     name: str
     keys: Sequence[Any]
-    #: The ``contextvars`` context of each load that sent a key, where the loader is
-    #: observed from its construction on (``observe()`` or a global observer).
+    #: The ``contextvars`` context of the callers whose loads sent the keys: one per task
+    #: (the loads a task makes in one tick share it), where the loader is observed from its
+    #: construction on (``observe()`` or a global observer).
     callers: Sequence[Context]
     #: ``time.perf_counter()`` when the batch function was called.
     started: float

@@ -33,7 +33,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from . import __version__
-from .observe import BatchInfo, LoaderObserver, loader_name
+from .observe import BatchInfo, LoaderObserver
 
 __all__ = ["METRICS", "OpenTelemetryObserver"]
 
@@ -132,6 +132,8 @@ class OpenTelemetryObserver(LoaderObserver):
         meter.create_observable_counter(
             name, [self._observe_misses], METRICS[name][1], METRICS[name][2]
         )
+        # {graphql.dataloader.name: name} per loader name, made once.
+        self._name_attributes: dict[str, dict[str, Any]] = {}
         # The span of each batch in flight, and the token that made it current.
         self._spans: dict[BatchInfo, tuple[trace.Span, object]] = {}
 
@@ -155,12 +157,15 @@ class OpenTelemetryObserver(LoaderObserver):
 
     def on_batch_end(self, batch: BatchInfo) -> None:
         started = self._spans.pop(batch, None)
-        metric_attributes: dict[str, Any] = {DATALOADER_NAME: batch.name}
         error = batch.error
-        if error is not None:
-            metric_attributes[ERROR_TYPE] = type(error).__qualname__
-        self._size.record(batch.size, {DATALOADER_NAME: batch.name})
-        self._duration.record(batch.duration, metric_attributes)
+        name_only = self._name_attributes.get(batch.name)
+        if name_only is None:
+            name_only = self._name_attributes[batch.name] = {DATALOADER_NAME: batch.name}
+        self._size.record(batch.size, name_only)
+        self._duration.record(
+            batch.duration,
+            name_only if error is None else {**name_only, ERROR_TYPE: type(error).__qualname__},
+        )
         self._misses[batch.name] = self._misses.get(batch.name, 0) + batch.size
         if started is None:
             return
@@ -179,7 +184,9 @@ class OpenTelemetryObserver(LoaderObserver):
         span.end()
 
     def on_cache_hit(self, loader: Any, key: Any) -> None:
-        name = loader_name(loader)
+        name = loader.name  # loader_name(), inlined: this runs once per hit
+        if name is None:
+            name = type(loader).__name__
         self._hits[name] = self._hits.get(name, 0) + 1
 
     def _observe_hits(self, options: CallbackOptions) -> Iterable[Observation]:

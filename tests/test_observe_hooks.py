@@ -267,3 +267,15 @@ async def test_changing_an_option_keeps_the_callers_of_queued_loads() -> None:
     assert list(await asyncio.gather(first, resolver("b", 2))) == [2, 4]
     (batch,) = observer.batches
     assert [caller.get(request_id) for caller in batch.callers] == ["a", "b"]
+
+
+async def test_a_task_is_one_caller_of_a_batch() -> None:
+    observer = Recording()
+    loader = observe(DataLoader(double), observer)
+    request_id.set("the endpoint")
+    await loader.load_many([1, 2, 3])  # three keys, one task
+    await loader.load_many([4, 5])  # the same task, another batch: a caller again
+    first, second = observer.batches
+    assert [caller.get(request_id) for caller in first.callers] == ["the endpoint"]
+    assert [caller.get(request_id) for caller in second.callers] == ["the endpoint"]
+    assert (first.size, second.size) == (3, 2)
