@@ -68,7 +68,14 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from aiodataloader.loader import DataLoader
-from aiodataloader.observe import LoaderObserver, RequestStats, checked_observer, observe
+from aiodataloader.observe import (
+    LoaderCounters,
+    LoaderObserver,
+    RequestStats,
+    checked_observer,
+    loader_name,
+    observe,
+)
 
 __all__ = [
     "LoaderFactory",
@@ -408,8 +415,9 @@ class Loaders:
     _built: list[_Built] | None = None
     _building: dict[type[Any], _BuildInProgress] | None = None
     _closed = False
-    # What was built, kept after teardown so that the statistics stay readable.
-    _torn_down: list[_Built] | None = None
+    # After teardown: each loader's name and counters (not the loader, which is freed), so
+    # that the statistics stay readable.
+    _torn_down: list[tuple[str, LoaderCounters]] | None = None
 
     def __init__(
         self,
@@ -598,8 +606,9 @@ class Loaders:
     def stats(self) -> RequestStats:
         """The statistics of this scope's loaders, summed per loader name; after teardown,
         as they were at its end."""
-        built = self._built if self._built is not None else self._torn_down
-        return RequestStats.of(value for _, value, is_loader, _ in built or () if is_loader)
+        if self._torn_down is not None:
+            return RequestStats.of_counters(self._torn_down)
+        return RequestStats.of(value for _, value, is_loader, _ in self._built or () if is_loader)
 
     def __contains__(self, cls: object) -> bool:
         """Whether this container has built ``cls``."""
@@ -638,7 +647,7 @@ class Loaders:
     async def _teardown(self, error: BaseException | None) -> None:
         if self._close_if_empty():
             return
-        built = self._torn_down = self._built
+        built = self._built
         scope = self._scope
         self._closed = True
         self._scope = None  # also breaks the scope -> Loaders -> scope cycle
@@ -647,6 +656,9 @@ class Loaders:
         self._instances = _NO_INSTANCES
         if not built:
             return
+        self._torn_down = [
+            (loader_name(v), v._counters) for _, v, is_loader, _ in built if is_loader
+        ]
         for _, instance, _, _ in built:
             if _owners.get(id(instance)) is self:
                 del _owners[id(instance)]

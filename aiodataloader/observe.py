@@ -118,10 +118,16 @@ class RequestStats:
 
     @classmethod
     def of(cls, loaders: Iterable[DataLoader[Any, Any]]) -> RequestStats:
+        # The counters, not loader.stats: a subclass may use that name for its own.
+        return cls.of_counters((loader_name(loader), loader._counters) for loader in loaders)
+
+    @classmethod
+    def of_counters(cls, counters: Iterable[tuple[str, LoaderCounters]]) -> RequestStats:
+        """From (loader name, its live counters) pairs: what a torn-down scope keeps, so
+        that its statistics stay readable without keeping its loaders alive."""
         by_loader: dict[str, LoaderStats] = {}
-        for loader in loaders:
-            name = loader_name(loader)
-            stats = loader._counters.snapshot()  # a subclass may use the name "stats"
+        for name, live in counters:
+            stats = live.snapshot()
             by_loader[name] = by_loader[name] + stats if name in by_loader else stats
         return cls(by_loader)
 

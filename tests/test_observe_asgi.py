@@ -5,8 +5,10 @@ through the registry. Starlette over httpx, in-process."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -201,3 +203,14 @@ def test_the_registry_refuses_what_is_not_an_observer() -> None:
         match=r"^LoaderRegistry\.add_observer\(\): expected a LoaderObserver .* got str without",
     ):
         LoaderRegistry().add_observer("tracer")  # type: ignore[arg-type]
+
+
+async def test_a_torn_down_scope_keeps_its_statistics_not_its_loaders() -> None:
+    async with Loaders() as scope:
+        tags = scope.get(TagLoader)
+        await tags.load_many([1, 2])
+    gone = weakref.ref(tags)
+    del tags
+    gc.collect()
+    assert gone() is None
+    assert scope.stats().by_loader["TagLoader"].keys_dispatched == 2
