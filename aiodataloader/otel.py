@@ -78,7 +78,9 @@ _DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 class OpenTelemetryObserver(LoaderObserver):
     """A ``LoaderObserver`` that makes a span per batch and records batch and cache metrics.
 
-    ``tracer_provider`` and ``meter_provider`` default to the global ones. ``max_links``
+    ``tracer_provider`` and ``meter_provider`` default to the global ones; pass
+    ``meter_provider=NoOpMeterProvider()`` for spans only (the two histogram records of a
+    batch cost about as much as its span). ``max_links``
     caps the links to callers' spans (the size attribute still counts every key).
     ``record_keys`` adds up to ``max_keys`` keys, as strings, to each span: off by
     default, since keys may be sensitive or of high cardinality.
