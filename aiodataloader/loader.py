@@ -11,7 +11,6 @@ returned ``asyncio.Future`` objects). Everything added here is opt-in, and the h
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import warnings
 from asyncio import AbstractEventLoop, Future
@@ -49,18 +48,14 @@ class _Option(Generic[T]):
     ``max_batch_size``; and ``name``): its class-level value is the default for instances,
     an instance's value is validated, and setting one recomputes the loader's fast paths."""
 
-    def __init__(self, default: T, check: Callable[[str, object], T]) -> None:
+    def __init__(self, name: str, default: T, check: Callable[[str, object], T]) -> None:
+        self.name = name
         self.default = default
         self.check = check
-        self.attribute = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
         self.attribute = "_option_" + name
 
     def with_default(self, owner: type, default: object) -> _Option[T]:
-        option = _Option(self.check(owner.__name__, default), self.check)
-        option.attribute = self.attribute
-        return option
+        return _Option(self.name, self.check(owner.__name__, default), self.check)
 
     def __get__(self, instance: object, owner: type) -> T:
         if instance is None:
@@ -76,10 +71,10 @@ class _Option(Generic[T]):
 
 
 _OPTIONS: dict[str, _Option[Any]] = {
-    "batch": _Option(True, checks.check_batch),
-    "max_batch_size": _Option(None, checks.check_max_batch_size),
-    "cache": _Option(True, checks.check_cache),
-    "name": _Option(None, checks.check_name),
+    "batch": _Option("batch", True, checks.check_batch),
+    "max_batch_size": _Option("max_batch_size", None, checks.check_max_batch_size),
+    "cache": _Option("cache", True, checks.check_cache),
+    "name": _Option("name", None, checks.check_name),
 }
 
 
@@ -91,20 +86,17 @@ class DataLoader(Generic[K, V]):
     ``Exception`` instance in place of a value rejects that key only.
     """
 
-    # Class-level defaults that subclasses override (0.4.3 style: ``cache = False``).
-    # At run time they are validated descriptors; type checkers see plain attributes.
+    # Class-level defaults that subclasses override (0.4.3 style: ``cache = False``). Right
+    # after the class is built they become validated descriptors (see _OPTIONS); type
+    # checkers see plain attributes. The run-time annotations are exactly 0.4.3's, and
+    # nothing else is annotated at run time: code reads them (pydantic-resolve sets every
+    # annotated attribute of a loader class from its loader_params).
+    batch: bool = True
+    max_batch_size: int | None = None
+    cache: bool = True
     if TYPE_CHECKING:
-        batch: bool = True
-        max_batch_size: int | None = None
-        cache: bool = True
         name: str | None = None
-    else:
-        batch = _OPTIONS["batch"]
-        max_batch_size = _OPTIONS["max_batch_size"]
-        cache = _OPTIONS["cache"]
-        name = _OPTIONS["name"]
-
-    batch_load_fn: BatchLoadFn[K, V]
+        batch_load_fn: BatchLoadFn[K, V]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -218,7 +210,7 @@ class DataLoader(Generic[K, V]):
         try:
             future = get(key)
         except TypeError as error:
-            raise self._unhashable_key_error(key) from error
+            raise self._unhashable_key_error(key, key) from error
         if future is not None:
             # (None is never cached in the loader's own dict, so a hit is never for None.)
             if not future.cancelled():
@@ -344,7 +336,7 @@ class DataLoader(Generic[K, V]):
             batches.append(self._batch)
             self._batch = None
         for batch in batches:
-            self._settle_failed(batch.keys, batch.futures, None)
+            self._settle_failed(batch, None)
         current = asyncio.current_task()
         tasks = [task for task in self._running if task is not current and not task.done()]
         for task in tasks:
@@ -365,11 +357,15 @@ class DataLoader(Generic[K, V]):
             )
 
     def __repr__(self) -> str:
-        cached = len(self._cache) if self._caching else 0
-        queued = len(self._batch.keys) if self._batch is not None else 0
+        # Also called while __init__ is still checking its arguments (a bound method's repr
+        # shows its loader), so every attribute may be missing.
+        cache = getattr(self, "_cache", None)
+        cached = len(cache) if cache is not None and getattr(self, "_caching", False) else 0
+        batch = getattr(self, "_batch", None)
+        queued = len(batch.keys) if batch is not None else 0
         return (
             f"<{type(self).__name__} name={self.name!r} cached={cached} queued={queued} "
-            f"batches_in_flight={len(self._running)}>"
+            f"batches_in_flight={len(getattr(self, '_running', ()))}>"
         )
 
     # -- loading ---------------------------------------------------------------------
@@ -384,7 +380,7 @@ class DataLoader(Generic[K, V]):
             try:
                 future = self._cache.get(cache_key)
             except TypeError as error:
-                raise self._unhashable_key_error(key) from error
+                raise self._unhashable_key_error(key, cache_key) from error
             if future is not None:
                 if not future.cancelled():
                     return future
@@ -392,6 +388,8 @@ class DataLoader(Generic[K, V]):
             batch = self._current_batch()
             future = batch.loop.create_future()
             self._cache[cache_key] = future
+            if cache_key is not key:
+                batch.remember_cache_key(future, cache_key)
         else:
             batch = self._current_batch()
             future = batch.loop.create_future()
@@ -405,11 +403,15 @@ class DataLoader(Generic[K, V]):
         batch = self._current_batch()
         future: Future[V] = batch.loop.create_future()
         self._cache[cache_key] = future
-        try:
-            batch.futures[batch.futures.index(cancelled)] = future
-        except ValueError:
+        if cache_key is not key:
+            batch.remember_cache_key(future, cache_key)
+        position = batch.position(cancelled)
+        if position is None:
             batch.keys.append(key)
             batch.futures.append(future)
+        else:
+            batch.futures[position] = future
+            batch.positions[future] = position
         return future
 
     def _current_batch(self) -> _Batch:
@@ -467,7 +469,7 @@ class DataLoader(Generic[K, V]):
             # may stay pending, and it must not stay open for later loads.
             if self._batch is batch:
                 self._batch = None
-            self._settle_failed(batch.keys, batch.futures, None)
+            self._settle_failed(batch, None)
 
     async def _run_batch(self, batch: _Batch) -> None:
         try:
@@ -481,12 +483,13 @@ class DataLoader(Generic[K, V]):
                     chunk = _Batch(batch.loop)
                     chunk.keys = keys[start : start + size]
                     chunk.futures = futures[start : start + size]
+                    chunk.cache_keys = batch.cache_keys
                     self._dispatch(chunk)
-                keys, futures = batch.keys, batch.futures = keys[:size], futures[:size]
-            await self._call_batch_load_fn(keys, futures)
+                batch.keys, batch.futures = keys[:size], futures[:size]
+            await self._call_batch_load_fn(batch)
         except BaseException as error:
             cancelled = isinstance(error, asyncio.CancelledError)
-            self._settle_failed(batch.keys, batch.futures, None if cancelled else error)
+            self._settle_failed(batch, None if cancelled else error)
             raise
         finally:
             # Done here, not by the done callback, so nothing keeps the loader alive after
@@ -496,24 +499,23 @@ class DataLoader(Generic[K, V]):
                 self._running.pop(task, None)
                 task.remove_done_callback(self._batch_task_done)
 
-    async def _call_batch_load_fn(self, keys: list[K], futures: list[Future[V]]) -> None:
+    async def _call_batch_load_fn(self, batch: _Batch) -> None:
+        keys: list[K] = batch.keys
+        futures: list[Future[V]] = batch.futures
         if not futures or (futures[0].done() and all(future.done() for future in futures)):
             return  # every load was settled or cancelled before dispatch: nothing to fetch
         try:
             result = self.batch_load_fn(keys)
-            if type(result) is not CoroutineType and not inspect.isawaitable(result):
-                raise TypeError(
-                    f"{self._label()}: the batch function must return an awaitable; it "
-                    f"returned {checks.describe(result)}"
-                )
+            if type(result) is not CoroutineType:
+                checks.check_awaitable_result(self._label(), result)
             values = await result
             if type(values) is not list or len(values) != len(keys):
                 values = checks.values_for_keys(self._label(), keys, values)
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
-            self._settle_failed(keys, futures, None)
+            self._settle_failed(batch, None)
             raise
         except BaseException as error:
-            self._settle_failed(keys, futures, error)
+            self._settle_failed(batch, error)
             return
         for future, value in zip(futures, values, strict=True):
             if not future.done():
@@ -522,22 +524,23 @@ class DataLoader(Generic[K, V]):
                 else:
                     future.set_result(value)
 
-    def _settle_failed(
-        self, keys: list[K], futures: list[Future[V]], error: BaseException | None
-    ) -> None:
+    def _settle_failed(self, batch: _Batch, error: BaseException | None) -> None:
         """Reject (or, with no error, cancel) every pending future of a failed batch and
         evict them, so that the failure is not cached."""
         if self._caching:
             cache = self._cache
-            for key, future in zip(keys, futures, strict=True):
+            # The cache keys that load() computed: the key function is not called again
+            # (it may fail, or answer differently now).
+            cache_keys = batch.cache_keys or {}
+            for key, future in zip(batch.keys, batch.futures, strict=True):
+                cache_key = cache_keys.get(future, key)
                 try:
-                    cache_key = self._cache_key(key)
                     # Evict only our own entry: the key may have been cleared and loaded anew.
                     if cache.get(cache_key) is future:
                         del cache[cache_key]
-                except Exception:  # a failing key function must not leave futures pending
+                except Exception:  # a failing cache map must not leave futures pending
                     continue
-        for future in futures:
+        for future in batch.futures:
             if not future.done():
                 if error is None:
                     future.cancel()
@@ -570,7 +573,9 @@ class DataLoader(Generic[K, V]):
                     raise RuntimeError(
                         f"{self._label()}: load() was called from a thread other than the one "
                         "running its event loop; loaders are not thread-safe: load from a "
-                        "coroutine on that loop (e.g. asyncio.run_coroutine_threadsafe)"
+                        "coroutine on that loop (e.g. asyncio.run_coroutine_threadsafe). In a "
+                        "web app, a sync 'def' endpoint or dependency runs in a worker thread: "
+                        "declare it 'async def'"
                     )
                 return loop
             running = _implicit_loop(self._label())
@@ -613,22 +618,50 @@ class DataLoader(Generic[K, V]):
         return f"{type(self).__name__}(name={self.name!r})"
 
     def _none_key_error(self, method: str = "load") -> TypeError:
+        # 0.4.3 refused None in load() only, with the sentence that starts this message.
+        compat = (
+            "The loader.load() function must be called with a value, but got: None. "
+            if method == "load"
+            else ""
+        )
         return TypeError(
-            f"{self._label()}: {method}() must be called with a key that is not None; got None"
+            f"{compat}{self._label()}: {method}() must be called with a key that is not None; "
+            "got None"
         )
 
-    def _unhashable_key_error(self, key: object) -> TypeError:
+    def _unhashable_key_error(self, key: object, cache_key: object) -> TypeError:
+        if self._key_fn is None:
+            return TypeError(
+                f"{self._label()}: the cache key must be hashable; got {checks.describe(key)}. "
+                "Pass get_cache_key= (or override get_cache_key) to map such keys to hashable "
+                "ones"
+            )
         return TypeError(
-            f"{self._label()}: the cache key must be hashable; got {checks.describe(key)}. "
-            "Pass get_cache_key= (or override get_cache_key) to map such keys to hashable ones"
+            f"{self._label()}: the cache key must be hashable; the cache key function "
+            f"returned {checks.describe(cache_key)} for the key {checks.describe(key)}. Make "
+            "the cache key function return a hashable value (a str, int or tuple)"
         )
+
+
+for _option in _OPTIONS.values():
+    setattr(DataLoader, _option.name, _option)
+del _option
 
 
 class _Batch:
     """Keys and their futures, in load order. ``task`` is set once dispatch starts;
     ``scheduled`` once a custom scheduler's callback has run."""
 
-    __slots__ = ("futures", "keys", "loop", "scheduled", "task")
+    __slots__ = (
+        "cache_keys",
+        "futures",
+        "indexed",
+        "keys",
+        "loop",
+        "positions",
+        "scheduled",
+        "task",
+    )
 
     def __init__(self, loop: AbstractEventLoop) -> None:
         self.loop = loop
@@ -636,6 +669,25 @@ class _Batch:
         self.futures: list[Future[Any]] = []
         self.task: asyncio.Task[None] | None = None
         self.scheduled = False
+        # A future's cache key where it is not its key (a key function gave it).
+        self.cache_keys: dict[Future[Any], object] | None = None
+        # Each future's index in ``futures``, built as needed, for the first ``indexed``.
+        self.positions: dict[Future[Any], int] = {}
+        self.indexed = 0
+
+    def remember_cache_key(self, future: Future[Any], cache_key: object) -> None:
+        if self.cache_keys is None:
+            self.cache_keys = {}
+        self.cache_keys[future] = cache_key
+
+    def position(self, future: Future[Any]) -> int | None:
+        """The index of ``future`` in this batch, or None. Linear over all calls: a retry
+        of many cancelled keys looks each one up."""
+        futures, positions = self.futures, self.positions
+        for index in range(self.indexed, len(futures)):
+            positions[futures[index]] = index
+        self.indexed = len(futures)
+        return positions.get(future)
 
 
 class _Closed:
