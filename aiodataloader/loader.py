@@ -11,11 +11,14 @@ returned ``asyncio.Future`` objects). Everything added here is opt-in, and the h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import warnings
+import weakref
 from asyncio import AbstractEventLoop, Future
 from asyncio.events import _get_running_loop
 from collections.abc import (
+    AsyncGenerator,
     Awaitable,
     Callable,
     Iterable,
@@ -26,7 +29,7 @@ from collections.abc import (
 )
 from functools import partial
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast, overload
 
 from . import _checks as checks
 
@@ -123,6 +126,10 @@ class DataLoader(Generic[K, V]):
     ) -> None:
         self._key_fn: Callable[[K], object] | None = None
         self._closed: _Closed | None = None
+        self._loop_ended = False  # the loop we are bound to has shut down
+        self._watched_loop: AbstractEventLoop | None = None
+        # Every batch task is referenced here until done (asyncio keeps only weak ones).
+        self._running: dict[asyncio.Task[None], _Batch] = {}
         self._cache: MutableMapping[Any, Future[V]] = {}
         self._user_cache_map = cache_map is not None
         if name is not None:
@@ -161,8 +168,6 @@ class DataLoader(Generic[K, V]):
         checks.check_loop(label, loop)
         self._loop = loop
         self._batch: _Batch | None = None
-        # Every batch task is referenced here until done (asyncio keeps only weak ones).
-        self._running: dict[asyncio.Task[None], _Batch] = {}
         self._options_changed()
 
     def _options_changed(self) -> None:
@@ -170,18 +175,32 @@ class DataLoader(Generic[K, V]):
         self._batching: bool = self.batch
         self._max_size: int | None = self.max_batch_size
         self._caching: bool = self.cache
-        # load()'s first step. When keys are their own cache keys in the loader's own dict
-        # (where None is never a key, so load() can skip that check), it is the dict's get:
-        # a hit then costs one call. None sends every load through the checked path. A
-        # closed loader's raises, so that the hot paths need no check of their own.
+        # When keys are their own cache keys in the loader's own dict (where None is never
+        # a key, so load() can skip that check), a hit costs one call of the dict's get.
         own_dict = not self._user_cache_map
+        fast = self._caching and self._key_fn is None and own_dict
+        self._cache_get: Callable[[Any], Future[V] | None] | None = (
+            self._cache.get if fast else None
+        )
+        self._set_first_step()
+
+    def _set_first_step(self) -> None:
+        """load()'s first step: the cache's get on the fast path; None for the checked path.
+
+        Every state that needs a check on each load swaps this step instead of adding a
+        check to the hot paths: a closed loader's step raises; after the loop shut down,
+        the step moves the loader to the running loop first; and while a batch function
+        runs, hits take the checked path, which catches a batch function that loads a key
+        of its own batch (awaiting it would wait forever)."""
         self._fast_lookup: Callable[[Any], Future[V] | None] | None
         if self._closed is not None:
             self._fast_lookup = self._closed
-        elif self._caching and self._key_fn is None and own_dict:
-            self._fast_lookup = self._cache.get
-        else:
+        elif self._loop_ended:
+            self._fast_lookup = _MoveToRunningLoop(self)
+        elif self._running:
             self._fast_lookup = None
+        else:
+            self._fast_lookup = self._cache_get
 
     # -- public API ------------------------------------------------------------------
 
@@ -345,7 +364,7 @@ class DataLoader(Generic[K, V]):
             return
         _, stuck = await asyncio.wait(tasks, timeout=timeout)
         for task in stuck:
-            self._running.pop(task, None)
+            self._forget_task(task)
             task.remove_done_callback(self._batch_task_done)
         if stuck:
             logger.warning(
@@ -383,6 +402,8 @@ class DataLoader(Generic[K, V]):
                 raise self._unhashable_key_error(key, cache_key) from error
             if future is not None:
                 if not future.cancelled():
+                    if self._running and not future.done():
+                        self._refuse_waiting_on_own_batch(key, future)
                     return future
                 return self._reload_cancelled(key, cache_key, future)
             batch = self._current_batch()
@@ -396,6 +417,15 @@ class DataLoader(Generic[K, V]):
         batch.keys.append(key)
         batch.futures.append(future)
         return future
+
+    def _refuse_waiting_on_own_batch(self, key: K, future: Future[V]) -> None:
+        batch = self._running.get(asyncio.current_task(self._loop))  # type: ignore[arg-type]
+        if batch is not None and any(queued is future for queued in batch.futures):
+            raise RuntimeError(
+                f"{self._label()}: the batch function loaded {checks.describe(key)}, a key "
+                "of the very batch it is computing; awaiting it would wait forever. Compute "
+                "that value within the batch function, or load it through another loader"
+            )
 
     def _reload_cancelled(self, key: K, cache_key: object, cancelled: Future[V]) -> Future[V]:
         """A new load of a key whose cached future was cancelled. If that cancelled load is
@@ -456,14 +486,26 @@ class DataLoader(Generic[K, V]):
             batch.loop.call_soon(self._dispatch, batch)
 
     def _dispatch(self, batch: _Batch) -> None:
+        if self._watched_loop is not batch.loop and _get_running_loop() is batch.loop:
+            # The first batch on a loop bound outside it (loop=, or a load before
+            # run_until_complete): from now on, be told when it shuts down.
+            self._watch(batch.loop)
         if batch.task is None:
             task = batch.loop.create_task(self._run_batch(batch))
             batch.task = task
             self._running[task] = batch
             task.add_done_callback(self._batch_task_done)
+            if self._fast_lookup is self._cache_get:
+                self._fast_lookup = None  # hits are checked while a batch function runs
+
+    def _forget_task(self, task: asyncio.Task[None]) -> _Batch | None:
+        batch = self._running.pop(task, None)
+        if not self._running and self._fast_lookup is None:
+            self._fast_lookup = self._cache_get
+        return batch
 
     def _batch_task_done(self, task: asyncio.Task[None]) -> None:
-        batch = self._running.pop(task, None)
+        batch = self._forget_task(task)
         if batch is not None and task.cancelled():
             # Cancelled before its first step, so _run_batch never ran: no future of it
             # may stay pending, and it must not stay open for later loads.
@@ -496,7 +538,7 @@ class DataLoader(Generic[K, V]):
             # the batch (the callback only covers a task cancelled before it ran).
             task = batch.task
             if task is not None:
-                self._running.pop(task, None)
+                self._forget_task(task)
                 task.remove_done_callback(self._batch_task_done)
 
     async def _call_batch_load_fn(self, batch: _Batch) -> None:
@@ -556,7 +598,7 @@ class DataLoader(Generic[K, V]):
             if not cached.done():
                 _settle(cached, value)
                 return
-        future: Future[V] = self.loop.create_future()
+        future: Future[V] = self._bind_loop().create_future()
         _settle(future, value)
         self._cache[cache_key] = future
 
@@ -568,7 +610,7 @@ class DataLoader(Generic[K, V]):
         if running is loop and loop is not None:
             return loop
         if running is None:
-            if loop is not None:
+            if loop is not None and not self._loop_ended and not loop.is_closed():
                 if loop.is_running():
                     raise RuntimeError(
                         f"{self._label()}: load() was called from a thread other than the one "
@@ -578,18 +620,36 @@ class DataLoader(Generic[K, V]):
                         "declare it 'async def'"
                     )
                 return loop
-            running = _implicit_loop(self._label())
-        elif loop is not None:
-            in_flight = any(not task.done() for task in self._running)
-            if in_flight and loop.is_running():
-                raise RuntimeError(
-                    f"{self._label()} is serving another running event loop and has batches "
-                    "in flight there; a loader serves one event loop at a time: create one "
-                    "loader per loop (for instance one per request)"
-                )
-            self._move_to_loop(loop, running)
-        self._loop = running
-        return running
+            bound = _implicit_loop(self._label())
+        else:
+            bound = running
+            if loop is not None:
+                in_flight = any(not task.done() for task in self._running)
+                if in_flight and loop.is_running():
+                    raise RuntimeError(
+                        f"{self._label()} is serving another running event loop and has "
+                        "batches in flight there; a loader serves one event loop at a time: "
+                        "create one loader per loop (for instance one per request)"
+                    )
+        if loop is not None and loop is not bound:
+            self._move_to_loop(loop, bound)
+        self._loop = bound
+        self._loop_ended = False
+        if bound is running:
+            self._watch(bound)
+        self._set_first_step()
+        return bound
+
+    def _watch(self, loop: AbstractEventLoop) -> None:
+        """Be told when ``loop`` shuts down (see _LoopWatch). ``loop`` is running here."""
+        self._watched_loop = loop
+        _LoopWatch.of(loop).loaders.add(self)
+
+    def _loop_shut_down(self, loop: AbstractEventLoop) -> None:
+        if self._loop is loop:
+            self._loop_ended = True
+            self._batch = None
+            self._set_first_step()
 
     def _move_to_loop(self, old: AbstractEventLoop, new: AbstractEventLoop) -> None:
         """Leave a loop that is no longer ours: drop its open batch and tasks and the
@@ -597,6 +657,7 @@ class DataLoader(Generic[K, V]):
         futures of the new loop (a done future of a closed loop breaks ``gather``)."""
         self._batch = None
         self._running.clear()
+        self._watched_loop = None
         if not self._caching:
             return
         cache = self._cache
@@ -688,6 +749,63 @@ class _Batch:
             positions[futures[index]] = index
         self.indexed = len(futures)
         return positions.get(future)
+
+
+class _MoveToRunningLoop:
+    """The first step of load() after the loader's loop shut down: move the cache to the
+    running loop (settled values carry over), then load as usual. It refers to the loader
+    weakly, so that it keeps no loader alive."""
+
+    __slots__ = ("loader",)
+
+    def __init__(self, loader: DataLoader[Any, Any]) -> None:
+        self.loader = weakref.ref(loader)
+
+    def __call__(self, key: Any) -> Future[Any]:
+        loader = cast("DataLoader[Any, Any]", self.loader())  # alive: load() holds it
+        loader._bind_loop()
+        if loader._loop_ended:  # still the loop that shuts down: keep serving it
+            loader._loop_ended = False
+            loader._set_first_step()
+        return loader.load(key)
+
+
+class _LoopWatch:
+    """Tells the loaders bound to a loop when it shuts down, so that a cache hit in the
+    next loop never returns a future of the old one, with no check on the hit path.
+
+    Its signal is an async generator, suspended for the loop's lifetime:
+    ``loop.shutdown_asyncgens()`` closes it, and ``asyncio.run`` and ``asyncio.Runner``
+    call that just before closing the loop. A loop closed without it is not seen: its
+    watch is dropped when the next loop is watched."""
+
+    _by_loop: ClassVar[dict[AbstractEventLoop, _LoopWatch]] = {}
+
+    def __init__(self, loop: AbstractEventLoop) -> None:
+        self.loop = loop
+        self.loaders: weakref.WeakSet[DataLoader[Any, Any]] = weakref.WeakSet()
+        self.signal = self._until_shutdown()
+        # The first step registers it with the running loop; then it suspends.
+        with contextlib.suppress(StopIteration):
+            self.signal.asend(None).send(None)
+
+    @classmethod
+    def of(cls, loop: AbstractEventLoop) -> _LoopWatch:
+        watch = cls._by_loop.get(loop)
+        if watch is None:
+            for old in list(cls._by_loop):
+                if old.is_closed():
+                    cls._by_loop.pop(old, None)
+            watch = cls._by_loop[loop] = cls(loop)
+        return watch
+
+    async def _until_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            self._by_loop.pop(self.loop, None)
+            for loader in list(self.loaders):
+                loader._loop_shut_down(self.loop)
 
 
 class _Closed:
