@@ -199,11 +199,11 @@ def test_cache_hits_in_a_second_asyncio_run_are_futures_of_the_new_loop(shape: s
         hit_only = await asyncio.gather(loader.load(2))
         waited = await asyncio.wait_for(loader.load(1), 10)
         primed = await asyncio.wait_for(loader.load(9), 10)
-        return hit_and_miss, hit_only, waited, primed
+        return list(hit_and_miss), list(hit_only), waited, primed
 
     async def third() -> list[int]:
         loader.prime(10, 10)  # prime first: the primed future is of this loop too
-        return await asyncio.gather(loader.load(10), loader.load(2))
+        return list(await asyncio.gather(loader.load(10), loader.load(2)))
 
     assert asyncio.run(first()) == [1, 2]
     assert asyncio.run(second()) == ([1, 3], [2], 1, 9)
@@ -222,7 +222,7 @@ def test_a_loader_bound_with_loop_argument_follows_asyncio_run_after_its_loop() 
         loop.close()
 
     async def main() -> list[int]:
-        return await asyncio.gather(loader.load(1), loader.load(2))
+        return list(await asyncio.gather(loader.load(1), loader.load(2)))
 
     assert asyncio.run(main()) == [1, 2]
     assert recorder.calls == [[1], [2]]
