@@ -187,10 +187,15 @@ def check_awaitable_result(label: str, result: object) -> None:
         )
 
 
-def values_for_keys(label: str, keys: list[Any], values: object) -> list[Any]:
-    """The batch function's result as a list aligned with ``keys``, or a TypeError."""
+def values_for_keys(
+    label: str, keys: list[Any], values: object, default_factory: Callable[[], Any] | None
+) -> list[Any]:
+    """The batch function's result as a list aligned with ``keys``, or a TypeError. A key
+    missing from a mapping gets ``default_factory()`` (a new one per key), or None."""
     if isinstance(values, Mapping):
-        return [values.get(key) for key in keys]
+        if default_factory is None:
+            return [values.get(key) for key in keys]
+        return [values[key] if key in values else default_factory() for key in keys]
     if (
         values is None
         or isinstance(values, (str, bytes, bytearray, memoryview, Set))

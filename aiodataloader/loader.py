@@ -37,6 +37,9 @@ K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
 LoaderT = TypeVar("LoaderT", bound="DataLoader[Any, Any]")
+# The constructor's own type variables: they make the constructed loader's type.
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 BatchLoadFn = Callable[
     [list[K]], Awaitable[Sequence[V | BaseException] | Mapping[K, V | BaseException]]
@@ -110,9 +113,60 @@ class DataLoader(Generic[K, V]):
             if not isinstance(value, _Option) and not hasattr(value, "__get__"):
                 setattr(cls, name, option.with_default(cls, value))
 
+    # The loader's value type says what a load resolves to: with a mapping result and
+    # no default_factory, a key missing from it resolves to None, so V includes None.
+    @overload
+    def __init__(
+        self: DataLoader[_K, _V],
+        batch_load_fn: Callable[[list[_K]], Awaitable[Sequence[_V | BaseException]]],
+        batch: bool | None = None,
+        max_batch_size: int | None = None,
+        cache: bool | None = None,
+        get_cache_key: Callable[[_K], object] | None = None,
+        cache_map: MutableMapping[Any, Future[_V]] | None = None,
+        loop: AbstractEventLoop | None = None,
+        *,
+        name: str | None = None,
+        batch_schedule_fn: BatchScheduleFn | None = None,
+        cache_key_fn: Callable[[_K], object] | None = None,
+        default_factory: Callable[[], _V] | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: DataLoader[_K, _V],
+        batch_load_fn: BatchLoadFn[_K, _V],
+        batch: bool | None = None,
+        max_batch_size: int | None = None,
+        cache: bool | None = None,
+        get_cache_key: Callable[[_K], object] | None = None,
+        cache_map: MutableMapping[Any, Future[_V]] | None = None,
+        loop: AbstractEventLoop | None = None,
+        *,
+        name: str | None = None,
+        batch_schedule_fn: BatchScheduleFn | None = None,
+        cache_key_fn: Callable[[_K], object] | None = None,
+        default_factory: Callable[[], _V],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: DataLoader[_K, _V | None],
+        batch_load_fn: BatchLoadFn[_K, _V],
+        batch: bool | None = None,
+        max_batch_size: int | None = None,
+        cache: bool | None = None,
+        get_cache_key: Callable[[_K], object] | None = None,
+        cache_map: MutableMapping[Any, Future[_V | None]] | None = None,
+        loop: AbstractEventLoop | None = None,
+        *,
+        name: str | None = None,
+        batch_schedule_fn: BatchScheduleFn | None = None,
+        cache_key_fn: Callable[[_K], object] | None = None,
+        default_factory: None = None,
+    ) -> None: ...
+    @overload
     def __init__(
         self,
-        batch_load_fn: BatchLoadFn[K, V] | None = None,
+        batch_load_fn: None = None,
         batch: bool | None = None,
         max_batch_size: int | None = None,
         cache: bool | None = None,
@@ -123,6 +177,22 @@ class DataLoader(Generic[K, V]):
         name: str | None = None,
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[K], object] | None = None,
+        default_factory: Callable[[], V] | None = None,
+    ) -> None: ...
+    def __init__(
+        self,
+        batch_load_fn: BatchLoadFn[Any, Any] | None = None,
+        batch: bool | None = None,
+        max_batch_size: int | None = None,
+        cache: bool | None = None,
+        get_cache_key: Callable[[Any], object] | None = None,
+        cache_map: MutableMapping[Any, Future[Any]] | None = None,
+        loop: AbstractEventLoop | None = None,
+        *,
+        name: str | None = None,
+        batch_schedule_fn: BatchScheduleFn | None = None,
+        cache_key_fn: Callable[[Any], object] | None = None,
+        default_factory: Callable[[], Any] | None = None,
     ) -> None:
         self._key_fn: Callable[[K], object] | None = None
         self._closed: _Closed | None = None
@@ -164,6 +234,8 @@ class DataLoader(Generic[K, V]):
             self._cache = _JSStyleCacheMap(cache_map) if js_style else cache_map
 
         checks.check_optional_callable(label, "batch_schedule_fn", batch_schedule_fn)
+        checks.check_optional_callable(label, "default_factory", default_factory)
+        self._default_factory = default_factory
         self._schedule = batch_schedule_fn
         checks.check_loop(label, loop)
         self._loop = loop
@@ -552,7 +624,7 @@ class DataLoader(Generic[K, V]):
                 checks.check_awaitable_result(self._label(), result)
             values = await result
             if type(values) is not list or len(values) != len(keys):
-                values = checks.values_for_keys(self._label(), keys, values)
+                values = checks.values_for_keys(self._label(), keys, values, self._default_factory)
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
             self._settle_failed(batch, None)
             raise

@@ -50,7 +50,7 @@ def test_sync_batch_functions_are_rejected(fn: Any, received: str) -> None:
 @pytest.mark.parametrize("fn", [42, "fetch", [good]])
 def test_non_callable_batch_function_is_rejected(fn: object) -> None:
     with pytest.raises(TypeError, match=r"DataLoader\(name=None\): .* which is not callable"):
-        DataLoader(fn)  # type: ignore[arg-type]
+        DataLoader(fn)  # type: ignore[call-overload]
 
 
 def test_missing_batch_function_is_rejected() -> None:

@@ -136,9 +136,9 @@ def test_a_batch_function_that_is_not_async_is_also_an_assertion_error(fn: objec
     """0.4.3 asserted this: ``except AssertionError`` keeps working, and so does
     ``except TypeError``, the type every other bad argument raises."""
     with pytest.raises(AssertionError, match=r"^batch_load_fn must be coroutine\. Received: "):
-        DataLoader(fn)  # type: ignore[arg-type]
+        DataLoader(fn)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match=r"\. DataLoader\(name=None\): batch_load_fn must be"):
-        DataLoader(fn)  # type: ignore[arg-type]
+        DataLoader(fn)  # type: ignore[call-overload]
 
 
 def test_a_sync_batch_method_of_a_subclass_is_also_an_assertion_error() -> None:
