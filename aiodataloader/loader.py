@@ -945,8 +945,10 @@ def _implicit_loop(label: str) -> AbstractEventLoop:
             return asyncio.get_event_loop()
         except RuntimeError as error:
             raise RuntimeError(
-                f"{label}: there is no event loop: call load() from a coroutine (inside "
-                "asyncio.run(...)) or pass loop= to the constructor"
+                f"{label}: there is no event loop in this thread: call load() from a "
+                "coroutine (inside asyncio.run(...)). In a web app, a sync 'def' endpoint or "
+                "dependency runs in a worker thread: declare it 'async def'. (A program "
+                "that runs its own loop outside asyncio.run can pass loop= instead)"
             ) from error
 
 

@@ -142,6 +142,25 @@ def test_load_from_another_thread_while_the_loop_runs_raises_clearly() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("bound", [True, False])
+def test_load_from_a_worker_thread_says_to_use_async_def(bound: bool) -> None:
+    """A sync ``def`` endpoint of FastAPI or Starlette runs in a worker thread, as
+    asyncio.to_thread does, whether or not the loader has loaded on the loop yet."""
+    loader: DataLoader[int, int] = DataLoader(Recorder(), name="users")
+
+    async def main() -> str:
+        if bound:
+            await loader.load(1)
+        with pytest.raises(RuntimeError) as info:
+            await asyncio.to_thread(loader.load, 2)
+        return str(info.value)
+
+    message = asyncio.run(main())
+    assert message.startswith("DataLoader(name='users'): ")
+    assert "a sync 'def' endpoint or dependency runs in a worker thread: declare it " in message
+    assert "'async def'" in message
+
+
 def test_loop_that_ended_with_a_batch_open_leaves_no_broken_loader() -> None:
     recorder = Recorder()
     loader: DataLoader[int, int] = DataLoader(recorder)
