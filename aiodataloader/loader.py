@@ -491,7 +491,9 @@ class DataLoader(Generic[K, V]):
         return future
 
     def _refuse_waiting_on_own_batch(self, key: K, future: Future[V]) -> None:
-        batch = self._running.get(asyncio.current_task(self._loop))  # type: ignore[arg-type]
+        if _get_running_loop() is not self._loop:
+            return  # not a task of this loop (another thread's misuse is caught elsewhere)
+        batch = self._running.get(asyncio.current_task())  # type: ignore[arg-type]
         if batch is not None and any(queued is future for queued in batch.futures):
             raise RuntimeError(
                 f"{self._label()}: the batch function loaded {checks.describe(key)}, a key "
