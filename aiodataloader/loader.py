@@ -514,8 +514,7 @@ class DataLoader(Generic[K, V]):
             batch.keys.append(key)
             batch.futures.append(future)
         else:
-            batch.futures[position] = future
-            batch.positions[future] = position
+            batch.replace(position, future)
         return future
 
     def _current_batch(self) -> _Batch:
@@ -612,8 +611,11 @@ class DataLoader(Generic[K, V]):
             # the batch (the callback only covers a task cancelled before it ran).
             task = batch.task
             if task is not None:
-                self._forget_task(task)
+                running = self._running
+                running.pop(task, None)
                 task.remove_done_callback(self._batch_task_done)
+                if not running and self._fast_lookup is None:
+                    self._fast_lookup = self._cache_get  # see _forget_task
 
     async def _call_batch_load_fn(self, batch: _Batch) -> None:
         keys: list[K] = batch.keys
@@ -807,7 +809,7 @@ class _Batch:
         # A future's cache key where it is not its key (a key function gave it).
         self.cache_keys: dict[Future[Any], object] | None = None
         # Each future's index in ``futures``, built as needed, for the first ``indexed``.
-        self.positions: dict[Future[Any], int] = {}
+        self.positions: dict[Future[Any], int] | None = None
         self.indexed = 0
 
     def remember_cache_key(self, future: Future[Any], cache_key: object) -> None:
@@ -819,10 +821,17 @@ class _Batch:
         """The index of ``future`` in this batch, or None. Linear over all calls: a retry
         of many cancelled keys looks each one up."""
         futures, positions = self.futures, self.positions
+        if positions is None:
+            positions = self.positions = {}
         for index in range(self.indexed, len(futures)):
             positions[futures[index]] = index
         self.indexed = len(futures)
         return positions.get(future)
+
+    def replace(self, index: int, future: Future[Any]) -> None:
+        self.futures[index] = future
+        if self.positions is not None:
+            self.positions[future] = index
 
 
 class _MoveToRunningLoop:
