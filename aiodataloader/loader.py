@@ -88,8 +88,9 @@ class DataLoader(Generic[K, V]):
     """Batches and caches loads of ``V`` values by ``K`` keys.
 
     Pass an async ``batch_load_fn(keys)`` or subclass and define it as a method. It
-    returns one value per key, in key order (or a mapping from key to value); an
-    ``Exception`` instance in place of a value rejects that key only.
+    returns one value per key, in key order, or a mapping from key to value, where a
+    missing key resolves to ``default_factory()`` (None without one); an ``Exception``
+    instance in place of a value rejects that key only. ``close()`` ends the loader's use.
     """
 
     # Class-level defaults that subclasses override (0.4.3 style: ``cache = False``). Right
