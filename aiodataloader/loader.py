@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import types
 import warnings
 import weakref
 from asyncio import AbstractEventLoop, Future
@@ -21,6 +22,7 @@ from collections.abc import (
     AsyncGenerator,
     Awaitable,
     Callable,
+    Generator,
     Iterable,
     Iterator,
     Mapping,
@@ -198,6 +200,7 @@ class DataLoader(Generic[K, V]):
         self._key_fn: Callable[[K], object] | None = None
         self._closed: _Closed | None = None
         self._loop_ended = False  # the loop we are bound to has shut down
+        self._computing: _Batch | None = None  # the batch whose function's code runs now
         self._watched_loop: AbstractEventLoop | None = None
         # Every batch task is referenced here until done (asyncio keeps only weak ones).
         self._running: dict[asyncio.Task[None], _Batch] = {}
@@ -262,15 +265,15 @@ class DataLoader(Generic[K, V]):
 
         Every state that needs a check on each load swaps this step instead of adding a
         check to the hot paths: a closed loader's step raises; after the loop shut down,
-        the step moves the loader to the running loop first; and while a batch function
-        runs, hits take the checked path, which catches a batch function that loads a key
-        of its own batch (awaiting it would wait forever)."""
+        the step moves the loader to the running loop first; and while the code of a batch
+        function runs (see _ComputingBatch), loads take the checked path, which catches
+        a load of a key of that very batch (awaiting it would wait forever)."""
         self._fast_lookup: Callable[[Any], Future[V] | None] | None
         if self._closed is not None:
             self._fast_lookup = self._closed
         elif self._loop_ended:
             self._fast_lookup = _MoveToRunningLoop(self)
-        elif self._running:
+        elif self._computing is not None:
             self._fast_lookup = None
         else:
             self._fast_lookup = self._cache_get
@@ -437,7 +440,7 @@ class DataLoader(Generic[K, V]):
             return
         _, stuck = await asyncio.wait(tasks, timeout=timeout)
         for task in stuck:
-            self._forget_task(task)
+            self._running.pop(task, None)
             task.remove_done_callback(self._batch_task_done)
         if stuck:
             logger.warning(
@@ -475,7 +478,7 @@ class DataLoader(Generic[K, V]):
                 raise self._unhashable_key_error(key, cache_key) from error
             if future is not None:
                 if not future.cancelled():
-                    if self._running and not future.done():
+                    if self._computing is not None and not future.done():
                         self._refuse_waiting_on_own_batch(key, future)
                     return future
                 return self._reload_cancelled(key, cache_key, future)
@@ -492,9 +495,7 @@ class DataLoader(Generic[K, V]):
         return future
 
     def _refuse_waiting_on_own_batch(self, key: K, future: Future[V]) -> None:
-        if _get_running_loop() is not self._loop:
-            return  # not a task of this loop (another thread's misuse is caught elsewhere)
-        batch = self._running.get(asyncio.current_task())  # type: ignore[arg-type]
+        batch = self._computing
         if batch is not None and any(queued is future for queued in batch.futures):
             raise RuntimeError(
                 f"{self._label()}: the batch function loaded {checks.describe(key)}, a key "
@@ -569,17 +570,9 @@ class DataLoader(Generic[K, V]):
             batch.task = task
             self._running[task] = batch
             task.add_done_callback(self._batch_task_done)
-            if self._fast_lookup is self._cache_get:
-                self._fast_lookup = None  # hits are checked while a batch function runs
-
-    def _forget_task(self, task: asyncio.Task[None]) -> _Batch | None:
-        batch = self._running.pop(task, None)
-        if not self._running and self._fast_lookup is None:
-            self._fast_lookup = self._cache_get
-        return batch
 
     def _batch_task_done(self, task: asyncio.Task[None]) -> None:
-        batch = self._forget_task(task)
+        batch = self._running.pop(task, None)
         if batch is not None and task.cancelled():
             # Cancelled before its first step, so _run_batch never ran: no future of it
             # may stay pending, and it must not stay open for later loads.
@@ -612,11 +605,8 @@ class DataLoader(Generic[K, V]):
             # the batch (the callback only covers a task cancelled before it ran).
             task = batch.task
             if task is not None:
-                running = self._running
-                running.pop(task, None)
+                self._running.pop(task, None)
                 task.remove_done_callback(self._batch_task_done)
-                if not running and self._fast_lookup is None:
-                    self._fast_lookup = self._cache_get  # see _forget_task
 
     async def _call_batch_load_fn(self, batch: _Batch) -> None:
         keys: list[K] = batch.keys
@@ -625,9 +615,29 @@ class DataLoader(Generic[K, V]):
             return  # every load was settled or cancelled before dispatch: nothing to fetch
         try:
             result = self.batch_load_fn(keys)
-            if type(result) is not CoroutineType:
+            if type(result) is CoroutineType:
+                # Its first step inline (see _ComputingBatch.step): a batch function that
+                # never suspends (data at hand) costs no wrapper; one that suspends goes on
+                # through _ComputingBatch.
+                outer = self._computing
+                self._computing = batch
+                if self._fast_lookup is self._cache_get:
+                    self._fast_lookup = None
+                try:
+                    first = result.send(None)
+                except StopIteration as stop:
+                    values = stop.value
+                    first = _NOTHING_YIELDED
+                finally:
+                    self._computing = outer
+                    if outer is None and self._fast_lookup is None:
+                        self._fast_lookup = self._cache_get
+                if first is not _NOTHING_YIELDED:
+                    values = await _ComputingBatch(result, self, batch).resume(first)
+            else:
                 checks.check_awaitable_result(self._label(), result)
-            values = await result
+                computing = _ComputingBatch(result.__await__(), self, batch)
+                values = await computing.resume(None, started=False)
             if type(values) is not list or len(values) != len(keys):
                 values = checks.values_for_keys(self._label(), keys, values, self._default_factory)
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
@@ -833,6 +843,60 @@ class _Batch:
         self.futures[index] = future
         if self.positions is not None:
             self.positions[future] = index
+
+
+_NOTHING_YIELDED = object()
+
+
+class _ComputingBatch:
+    """Runs what the batch function returned, step by step. While its code runs (each step
+    between two of its awaits), loads of this loader take the checked path, which refuses
+    a key of this very batch: awaiting it would wait forever. Loads from other tasks
+    meanwhile keep the fast path."""
+
+    __slots__ = ("batch", "loader", "steps")
+
+    def __init__(self, steps: Any, loader: DataLoader[Any, Any], batch: _Batch) -> None:
+        self.steps = steps  # a coroutine, or the iterator of an awaitable
+        self.loader = loader
+        self.batch = batch
+
+    def step(self, sent: Any, thrown: BaseException | None) -> Any:
+        loader = self.loader
+        outer = loader._computing
+        loader._computing = self.batch
+        if loader._fast_lookup is loader._cache_get:
+            loader._fast_lookup = None
+        try:
+            if thrown is None:
+                return self.steps.send(sent)
+            return self.steps.throw(thrown)
+        finally:
+            loader._computing = outer
+            if outer is None and loader._fast_lookup is None:
+                loader._fast_lookup = loader._cache_get
+
+    @types.coroutine
+    def resume(self, yielded: Any, started: bool = True) -> Generator[Any, Any, Any]:
+        """Pass what a step yielded to the task, and the task's answer to the next step."""
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            if started:
+                try:
+                    sent, thrown = (yield yielded), None
+                except GeneratorExit:
+                    close = getattr(self.steps, "close", None)
+                    if close is not None:
+                        close()
+                    raise
+                except BaseException as error:  # a cancellation: the batch function decides
+                    sent, thrown = None, error
+            started = True
+            try:
+                yielded = self.step(sent, thrown)
+            except StopIteration as stop:
+                return stop.value
 
 
 class _MoveToRunningLoop:
