@@ -183,7 +183,16 @@ def _builds_without_arguments(cls: type[Any]) -> bool:
 class _Recipe:
     """A registered factory with what was learnt about it at ``register()``."""
 
-    __slots__ = ("call", "cls", "enter", "factory", "has_aclose", "is_async", "is_loader")
+    __slots__ = (
+        "call",
+        "call_bare",
+        "cls",
+        "enter",
+        "factory",
+        "has_aclose",
+        "is_async",
+        "is_loader",
+    )
 
     def __init__(self, cls: type[Any], factory: Callable[..., Any] | None, enter: bool) -> None:
         check_registrable(cls)
@@ -222,8 +231,11 @@ class _Recipe:
             self.factory
         )
         call: Callable[[Loaders], Any]
+        # A factory without argument is called as it is, without a wrapper's frame.
+        self.call_bare: Callable[[], Any] | None = None
         if convention == _NO_ARGUMENT:
             call = _ignore_scope(factory)
+            self.call_bare = factory
         elif convention == _CONNECTION:
             call = _with_connection(factory)
         elif convention == _CONTAINER_FORWARDING:
@@ -439,7 +451,7 @@ class Loaders:
                 f"`await scope.aget({cls.__name__})`"
             )
         try:
-            value = recipe.call(self)
+            value: Any = recipe.call(self)
         except Exception as failure:
             _log_factory_failure(cls, failure)
             raise
@@ -449,10 +461,12 @@ class Loaders:
             raise _use_aget(cls, "returned an awaitable")
         exit_: Any = None
         if recipe.enter and not recipe.is_loader:
-            if hasattr(value, "__enter__") and hasattr(value, "__exit__"):
-                exit_ = type(value).__exit__.__get__(value)
-                value = value.__enter__()
-            elif hasattr(value, "__aenter__") and hasattr(value, "__aexit__"):
+            kind = _context_kind(value)
+            if kind == _SYNC_CONTEXT or (kind == _ASYNC_CONTEXT and hasattr(value, "__enter__")):
+                manager: Any = value
+                exit_ = type(manager).__exit__.__get__(manager)
+                value = manager.__enter__()
+            elif kind == _ASYNC_CONTEXT:
                 raise _use_aget(cls, "returned an async context manager")
         error = self._refusal(recipe, value, exit_)
         if error is not None:
@@ -460,7 +474,7 @@ class Loaders:
                 exit_(None, None, None)
             raise error
         self._keep(recipe, value, exit_)
-        return value  # type: ignore[return-value]  # checked by _refusal
+        return value  # type: ignore[no-any-return]  # checked by _refusal
 
     async def aget(self, cls: type[T]) -> T:
         """This request's ``cls``, built on first use by its factory (sync or async).
@@ -479,17 +493,19 @@ class Loaders:
         building[cls] = asyncio.current_task()
         try:
             # The build, inline (not a coroutine of its own: it runs once per class and request).
-            value = recipe.call(self)
+            call_bare = recipe.call_bare
+            value: Any = call_bare() if call_bare is not None else recipe.call(self)
             if inspect.iscoroutine(value) or (
                 not isinstance(value, cls) and inspect.isawaitable(value)
             ):
                 value = await value
             exit_: Any = None
             if recipe.enter and not recipe.is_loader:
-                if hasattr(value, "__aenter__") and hasattr(value, "__aexit__"):
+                kind = _context_kind(value)
+                if kind == _ASYNC_CONTEXT:
                     exit_ = type(value).__aexit__.__get__(value)
                     value = await value.__aenter__()
-                elif hasattr(value, "__enter__") and hasattr(value, "__exit__"):
+                elif kind == _SYNC_CONTEXT:
                     exit_ = type(value).__exit__.__get__(value)
                     value = value.__enter__()
             # The request may have ended while the factory awaited (a client that went away).
@@ -498,7 +514,7 @@ class Loaders:
                 await _exit_now(cls, exit_)  # exit what was entered: nobody else will
                 raise error
             self._keep(recipe, value, exit_)
-            return value  # type: ignore[return-value]  # checked by _refusal
+            return value  # type: ignore[no-any-return]  # checked by _refusal
         except Exception as failure:
             _log_factory_failure(cls, failure)
             raise
@@ -648,6 +664,25 @@ _CONNECTION_ONLY = frozenset(
 def _check_timeout(timeout: object) -> None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"teardown_timeout must be a number of seconds > 0, got {timeout!r}")
+
+
+_NOT_A_CONTEXT, _SYNC_CONTEXT, _ASYNC_CONTEXT = range(3)
+# What a factory's result is, by its type: looked up once per type, not once per request.
+_context_kinds: dict[type[Any], int] = {}
+
+
+def _context_kind(value: object) -> int:
+    kind = _context_kinds.get(type(value))
+    if kind is None:
+        cls = type(value)
+        if hasattr(cls, "__aenter__") and hasattr(cls, "__aexit__"):
+            kind = _ASYNC_CONTEXT
+        elif hasattr(cls, "__enter__") and hasattr(cls, "__exit__"):
+            kind = _SYNC_CONTEXT
+        else:
+            kind = _NOT_A_CONTEXT
+        kind = _context_kinds.setdefault(cls, kind)
+    return kind
 
 
 def _use_aget(cls: type[Any], why: str) -> TypeError:
