@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -804,3 +806,19 @@ async def test_http_scope_state_is_never_written() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert (await client.get("/")).text == "ok"
     assert states == [{}]
+
+
+@pytest.mark.parametrize(
+    ("blocked", "module", "extra"),
+    [("starlette", "aiodataloader.asgi", "asgi"), ("fastapi", "aiodataloader.fastapi", "fastapi")],
+)
+def test_a_missing_extra_names_what_to_install(blocked: str, module: str, extra: str) -> None:
+    # A fresh interpreter in which the framework cannot be imported, as without the extra.
+    code = f"import sys; sys.modules[{blocked!r}] = None; import {module}"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"ImportError: {module} needs ")
+    assert f"install the `{extra}` extra, e.g. pip install 'aiodataloader[{extra}]'" in last_line
