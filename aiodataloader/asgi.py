@@ -57,7 +57,7 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import ContextVar
 from functools import partial
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, TypeAlias, TypeVar, cast, overload
+from typing import Any, Final, TypeAlias, TypeVar, cast, get_origin, overload
 
 try:
     import anyio
@@ -162,10 +162,11 @@ def _calling_convention(cls: type[Any], factory: Callable[..., Any]) -> int:
     if isinstance(annotation, str):
         # Unresolvable text (a name imported under TYPE_CHECKING): judged by its last name.
         return _CONNECTION if annotation.rsplit(".", 1)[-1] in _CONNECTION_NAMES else _CONTAINER
-    if isinstance(annotation, type):
-        if issubclass(annotation, HTTPConnection):
+    annotated = get_origin(annotation) or annotation  # Request[State] is a Request
+    if isinstance(annotated, type):
+        if issubclass(annotated, HTTPConnection):
             return _CONNECTION
-        if issubclass(annotation, Loaders):
+        if issubclass(annotated, Loaders):
             return _CONTAINER
     raise TypeError(f"{shape}: its parameter is annotated {annotation!r}, expected Loaders")
 

@@ -16,6 +16,7 @@ import anyio.lowlevel
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -314,7 +315,7 @@ async def test_factories_see_the_connection_by_annotation_or_through_the_contain
         seen["annotated"] = conn
         return ScaledLoader(int(conn.headers["x-factor"]))
 
-    def takes_request(conn: Request) -> Session:
+    def takes_request(conn: Request[State]) -> Session:
         seen["request"] = conn
         return Session()
 
