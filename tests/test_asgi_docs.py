@@ -99,6 +99,11 @@ async def user_name(user_id: int) -> str | None:
 # --- README end
 
 
+@app.get("/users/{user_id}/name")
+async def read_name(user_id: int) -> str | None:
+    return await user_name(user_id)
+
+
 @pytest.fixture(autouse=True)
 async def database() -> AsyncIterator[None]:
     async with engine.begin() as connection:
@@ -121,6 +126,7 @@ async def test_resources_and_fastapi() -> None:
             "/users/9/rename", params={"name": "x"}, headers={"x-user": "a"}
         )
         assert response.json() == {"name": None}
+        assert (await client.get("/users/2/name")).json() == "grace"
     async with sessionmaker() as session:
         assert (await session.get(User, 1)).name == "lovelace"  # type: ignore[union-attr]
 
@@ -153,7 +159,8 @@ async def test_a_scope_of_your_own() -> None:
     # --- README: teardown
     async with Loaders(registry=registry) as scope:  # e.g. one per websocket message
         loader = await scope.aget(UserLoader)
-        assert (await loader.load(2)).name == "grace"  # type: ignore[union-attr]
+        user = await loader.load(2)
+        assert user is not None and user.name == "grace"
     # torn down: the session is closed, and the loader refuses new loads
     with pytest.raises(RuntimeError, match="its request has ended"):
         loader.load(2)
