@@ -160,7 +160,8 @@ async def test_a_scope_of_your_own() -> None:
     async with Loaders(registry=registry) as scope:  # e.g. one per websocket message
         loader = await scope.aget(UserLoader)
         user = await loader.load(2)
-        assert user is not None and user.name == "grace"
+        assert user is not None
+        assert user.name == "grace"
     # torn down: the session is closed, and the loader refuses new loads
     with pytest.raises(RuntimeError, match="its request has ended"):
         loader.load(2)
