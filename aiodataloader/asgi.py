@@ -84,7 +84,6 @@ __all__ = [
 logger = logging.getLogger("aiodataloader")
 
 T = TypeVar("T")
-L = TypeVar("L", bound=DataLoader[Any, Any])
 ConnectionT = TypeVar("ConnectionT", bound=HTTPConnection)
 
 DEFAULT_TEARDOWN_TIMEOUT: Final = 5.0
