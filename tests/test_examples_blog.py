@@ -149,7 +149,7 @@ async def test_graphql_author(client: httpx.AsyncClient) -> None:
 
 
 async def test_deep_graphql_query_is_one_query_per_level(client: httpx.AsyncClient) -> None:
-    query = "{ posts(limit: 10) { author { posts { comments { author { name } } } } } }"
+    query = "{ posts(limit: 10) { author { posts(limit: 5) { comments(limit: 5) { author { name } } } } } }"
     data, loader_queries = await graphql(client, "/graphql", query)
     naive_data, naive_queries = await graphql(client, "/naive/graphql", query)
 
@@ -157,6 +157,72 @@ async def test_deep_graphql_query_is_one_query_per_level(client: httpx.AsyncClie
     # posts, their authors, the authors' posts, those posts' comments, the comments' authors
     assert loader_queries == 5
     assert naive_queries > 100
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        # Author -> posts -> author -> posts ...: the work multiplies at every level.
+        (
+            "{ posts(limit: 100) { " + "author { posts { " * 5 + "id" + " } }" * 5 + " } }",
+            "'anonymous' exceeds maximum operation depth of 5",
+        ),
+        (
+            "{ posts(limit: 100) { " + "author { posts { " * 25 + "id" + " } }" * 25 + " } }",
+            "'anonymous' exceeds maximum operation depth of 5",
+        ),
+        (
+            "{ " + " ".join(f"a{i}: posts(limit: 100) {{ id }}" for i in range(1_000)) + " }",
+            "Document contains more than 1000 tokens",
+        ),
+        (
+            "{ " + " ".join(f"a{i}: posts(limit: 1) {{ id }}" for i in range(11)) + " }",
+            "11 aliases found. Allowed: 10",
+        ),
+        # Five levels, no alias, yet millions of fields; through a fragment or a variable too.
+        (
+            "{ posts(limit: 100) { comments { author { posts { comments { id } } } } } }",
+            "the query would resolve about 12,760,101 fields, more than the 20,000 allowed",
+        ),
+        (
+            "{ posts(limit: 100) { ...F } } "
+            "fragment F on Post { comments { author { posts { comments { id } } } } }",
+            "more than the 20,000 allowed",
+        ),
+        (
+            "query($n: Int!) { posts { comments(limit: $n) { author { posts { id } } } } }",
+            "more than the 20,000 allowed",
+        ),
+        ("{ posts(limit: 101) { id } }", "limit must be between 1 and 100, got 101"),
+        ("{ posts(limit: 1) { comments(limit: 1000) { id } } }", "limit must be between 1 and 100"),
+    ],
+    ids=[
+        "5-pairs",
+        "25-pairs",
+        "1000-aliases",
+        "11-aliases",
+        "5-levels-of-lists",
+        "via-fragment",
+        "via-variable",
+        "top-limit",
+        "nested-limit",
+    ],
+)
+async def test_hostile_graphql_is_refused(
+    client: httpx.AsyncClient, document: str, message: str
+) -> None:
+    response = await client.post("/graphql", json={"query": document, "variables": {"n": 1}})
+    body = response.json()
+    assert body["data"] is None
+    assert message in body["errors"][0]["message"]
+    if "limit must be" not in message:  # refused before it runs, not while resolving
+        assert response.headers[QUERY_COUNT_HEADER] == "0"
+
+
+async def test_the_largest_allowed_queries_run(client: httpx.AsyncClient) -> None:
+    data, queries = await graphql(client, "/graphql", POSTS_QUERY, limit=100)
+    assert len(data["posts"]) == 100
+    assert queries == 5
 
 
 async def test_batch_window_keeps_counts_and_data() -> None:
@@ -327,8 +393,8 @@ async def test_request_cancelled_mid_way_leaves_database_usable(
     with pytest.raises(asyncio.CancelledError):
         await request
 
-    for _ in range(100):  # let the driver finish the abandoned query
-        if checked_out(app) == 0:
+    for _ in range(500):  # let the teardown and the driver finish the abandoned query
+        if checked_out(app) == 0 and not live_loaders():
             break
         await asyncio.sleep(0.01)
     assert checked_out(app) == 0

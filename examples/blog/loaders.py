@@ -9,10 +9,8 @@ and flushed), and a request holds one connection at most.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
-
-from starlette.requests import HTTPConnection
 
 from aiodataloader import DataLoader
 from aiodataloader.asgi import LoaderRegistry, Loaders
@@ -25,8 +23,6 @@ L = TypeVar("L", bound="SessionLoader[Any]")
 
 #: The core's ``batch_schedule_fn``: gets a zero-argument callback that dispatches the batch.
 ScheduleFn = Callable[[Callable[[], None]], object]
-
-_SESSION_KEY = "examples.blog.session"
 
 
 class SessionLoader(DataLoader[int, V]):
@@ -60,7 +56,7 @@ class TagsOfPostLoader(SessionLoader[list[str]]):
         return await self.session.run(queries.tags_by_post_id, keys)
 
 
-async def save(session: SharedSession, loaders: Loaders, *rows: Base) -> None:
+async def save(scope: Loaders, *rows: Base) -> None:
     """Write ``rows`` in the request's transaction, so that every later load sees them.
 
     The rule for reading your own writes: write through the request's session (the INSERT is
@@ -68,12 +64,13 @@ async def save(session: SharedSession, loaders: Loaders, *rows: Base) -> None:
     commit), then forget what the request's loaders cached before the write, and prime them
     with what the write returned where a loader is keyed by the row's id.
     """
+    session = await scope.aget(SharedSession)
     for row in rows:
         await session.run(queries.add, row)
-    loaders.clear_all()
+    scope.clear_all()
     for row in rows:
         if isinstance(row, Author):
-            loaders.get(AuthorLoader).prime(row.id, row)
+            (await scope.aget(AuthorLoader)).prime(row.id, row)
 
 
 def batch_window(seconds: float) -> ScheduleFn:
@@ -85,23 +82,17 @@ def batch_window(seconds: float) -> ScheduleFn:
     return schedule
 
 
-def request_session(conn: HTTPConnection) -> SharedSession:
-    """The request's session, made on first use; ``close_request_session`` closes it."""
-    session: SharedSession | None = conn.scope.get(_SESSION_KEY)
-    if session is None:
-        db: Database = conn.app.state.db
-        session = conn.scope[_SESSION_KEY] = SharedSession(db.sessionmaker())
-    return session
-
-
-async def close_request_session(scope: MutableMapping[str, Any]) -> None:
-    session: SharedSession | None = scope.pop(_SESSION_KEY, None)
-    if session is not None:
-        await session.session.close()
+async def shared_session(scope: Loaders) -> AsyncIterator[SharedSession]:
+    """The request's session: opened on first use, closed at the request's teardown, after
+    every loader that uses it (uncommitted work is rolled back then)."""
+    db: Database = scope.connection.app.state.db
+    async with db.sessionmaker() as session:
+        yield SharedSession(session)
 
 
 def build_registry(batch_window_seconds: float | None = None) -> LoaderRegistry:
-    """Register every blog loader with a factory that hands it the request's session.
+    """Register the request's session, and every blog loader with a factory that hands it
+    that session.
 
     With ``batch_window_seconds``, each batch waits that long for more keys before it runs
     (the core's ``batch_schedule_fn``); by default a batch runs as soon as the event loop has
@@ -109,9 +100,13 @@ def build_registry(batch_window_seconds: float | None = None) -> LoaderRegistry:
     """
     window = None if batch_window_seconds is None else batch_window(batch_window_seconds)
     registry = LoaderRegistry()
+    registry.register(SharedSession, shared_session)
 
-    def factory(cls: type[L]) -> Callable[[HTTPConnection], L]:
-        return lambda conn: cls(request_session(conn), batch_schedule_fn=window)
+    def factory(cls: type[L]) -> Callable[[Loaders], Awaitable[L]]:
+        async def build(scope: Loaders) -> L:
+            return cls(await scope.aget(SharedSession), batch_schedule_fn=window)
+
+        return build
 
     for loader_cls in (AuthorLoader, PostsOfAuthorLoader, CommentsOfPostLoader, TagsOfPostLoader):
         registry.register(loader_cls, factory(loader_cls))
