@@ -149,7 +149,10 @@ async def test_graphql_author(client: httpx.AsyncClient) -> None:
 
 
 async def test_deep_graphql_query_is_one_query_per_level(client: httpx.AsyncClient) -> None:
-    query = "{ posts(limit: 10) { author { posts(limit: 5) { comments(limit: 5) { author { name } } } } } }"
+    query = (
+        "{ posts(limit: 10) { author { posts(limit: 5) { comments(limit: 5) { author { name } } } }"
+        " } }"
+    )
     data, loader_queries = await graphql(client, "/graphql", query)
     naive_data, naive_queries = await graphql(client, "/naive/graphql", query)
 

@@ -90,7 +90,10 @@ def create_app(
         max_body_size=max_body_bytes,
     )
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_middleware(LoaderMiddleware, registry=build_registry(batch_window_seconds))
+    # On app.state, so a test can swap a loader or the session for every access path:
+    # `with app.state.registry.override(AuthorLoader, fake): ...`
+    app.state.registry = build_registry(batch_window_seconds)
+    app.add_middleware(LoaderMiddleware, registry=app.state.registry)
     # Added after LoaderMiddleware, so it wraps it and counts the loaders' queries too.
     app.add_middleware(QueryCountMiddleware)
 
