@@ -16,12 +16,13 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import QueuePool, func, select
 
+from aiodataloader.asgi import Loaders
 from demo.report import AUTHOR_QUERY, POSTS_QUERY
 from examples.blog import queries
 from examples.blog.app import QUERY_COUNT_HEADER, create_app
-from examples.blog.db import Database, SeedSize
-from examples.blog.loaders import SessionLoader
-from examples.blog.models import Comment
+from examples.blog.db import Database, SeedSize, SharedSession, count_queries
+from examples.blog.loaders import AuthorLoader, CommentsOfPostLoader, SessionLoader, save
+from examples.blog.models import Author, Comment
 
 from .examples_support import postgres_database
 
@@ -538,3 +539,35 @@ async def test_other_sessions_never_see_uncommitted_rows(app: FastAPI) -> None:
     assert seen_by_writer == before["comments"] + 1
     assert seen_by_others == before
     assert await db.table_counts() == before
+
+
+async def test_save_primes_what_it_wrote_and_forgets_what_was_cached(app: FastAPI) -> None:
+    """``save()`` in a scope of the test's own: the loaders see the writes before any commit,
+    an author written is served from the cache, and nothing is committed."""
+    db = database(app)
+    counts = await db.table_counts()
+
+    async def session_of_this_test(scope: Loaders) -> AsyncIterator[SharedSession]:
+        async with db.sessionmaker() as session:  # a scope with no request: no app to ask
+            yield SharedSession(session)
+
+    with app.state.registry.override(SharedSession, session_of_this_test):
+        async with Loaders(registry=app.state.registry) as scope:
+            comments = await scope.aget(CommentsOfPostLoader)
+            authors = await scope.aget(AuthorLoader)
+            before = await comments.load(1)
+            assert await authors.load(10**6) is None
+
+            author = Author(id=10**6, name="Barbara Liskov", email="liskov@example.com")
+            with count_queries() as counter:
+                comment = Comment(post_id=1, author_id=author.id, body="Substitutable")
+                await save(scope, author, comment)
+                assert counter.count == 2  # the two INSERTs
+                assert await authors.load(author.id) is author  # primed: no query
+                assert counter.count == 2
+                after = await comments.load(1)  # forgotten: read again, write included
+                assert counter.count == 3
+            assert after[:-1] == before
+            assert (after[-1].author_id, after[-1].body) == (author.id, "Substitutable")
+
+    assert await db.table_counts() == counts  # the session closed uncommitted: rolled back

@@ -61,8 +61,10 @@ async def save(scope: Loaders, *rows: Base) -> None:
 
     The rule for reading your own writes: write through the request's session (the INSERT is
     flushed at once, and the loaders read on the same session, so they see it before the
-    commit), then forget what the request's loaders cached before the write, and prime them
-    with what the write returned where a loader is keyed by the row's id.
+    commit); then forget everything the request's loaders cached before the write (it may be
+    stale, and a write rarely knows every key it changed), and prime them with the written rows
+    where a loader is keyed by the row's id. Pass all the rows of one write in one call: each
+    call forgets what the one before it primed.
     """
     session = await scope.aget(SharedSession)
     for row in rows:
