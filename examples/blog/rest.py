@@ -61,7 +61,7 @@ def _author_out(author: Author | None, author_id: int) -> AuthorOut:
 async def post_out(
     post: Post, authors: AuthorLoader, comments: CommentsOfPostLoader, tags: TagsOfPostLoader
 ) -> PostOut:
-    """A post with its author, tags and comments (and theirs authors), all through loaders."""
+    """A post with its author, tags and comments (and their authors), all through loaders."""
 
     async def comments_out() -> list[CommentOut]:
         post_comments = await comments.load(post.id)
