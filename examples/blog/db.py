@@ -153,7 +153,8 @@ class SharedSession:
     - request session, no lock: ``/authors`` fails 196 (SQLite) and 192 (PostgreSQL) times
       out of 200: two batches that start together both open the session's connection
       ("concurrent operations are not permitted"). ``/posts``, whose endpoint opens it first,
-      passes by luck of the drivers' own locks.
+      passes only because SQLAlchemy's drivers serialize statements on a connection;
+      nothing guards the session's own state (identity map, autoflush).
     - endpoint session + a session per batch: ``/posts`` fails 200 times out of 200 on both:
       two requests hold the two connections while their loaders wait for a third, until the
       pool times out.
