@@ -213,14 +213,18 @@ async def test_deep_graphql_query_is_one_query_per_level(client: httpx.AsyncClie
     ],
 )
 async def test_hostile_graphql_is_refused(
-    client: httpx.AsyncClient, document: str, message: str
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, document: str, message: str
 ) -> None:
     response = await client.post("/graphql", json={"query": document, "variables": {"n": 1}})
     body = response.json()
     assert body["data"] is None
     assert message in body["errors"][0]["message"]
-    if "limit must be" not in message:  # refused before it runs, not while resolving
+    logged = [r for r in caplog.records if r.name.startswith("strawberry")]
+    if "limit must be" in message:  # raised while resolving: logged
+        assert logged
+    else:  # refused before it runs, and not logged (an attacker could flood the logs)
         assert response.headers[QUERY_COUNT_HEADER] == "0"
+        assert logged == []
 
 
 async def test_the_largest_allowed_queries_run(client: httpx.AsyncClient) -> None:

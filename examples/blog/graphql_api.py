@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Annotated, Protocol
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -27,6 +28,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.fastapi import BaseContext, GraphQLRouter
+from strawberry.types import ExecutionContext
 
 from aiodataloader.asgi import Loaders, current_loaders
 from examples.blog import models, naive, queries
@@ -190,7 +192,18 @@ class Query:
         return None if row is None else Author.of(row)
 
 
-schema = strawberry.Schema(
+class BlogSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # A refused document is the client's mistake, and logging it (with its source, which
+        # can be 64 KiB) at ERROR for every request would let anyone flood the logs. Errors
+        # raised while resolving are still logged.
+        raised = [error for error in errors if error.original_error is not None]
+        super().process_errors(raised, execution_context)
+
+
+schema = BlogSchema(
     query=Query,
     extensions=[
         # Refused before anything runs. The limiters come first, so the caches never hold a
