@@ -6,10 +6,23 @@ from __future__ import annotations
 import asyncio.coroutines
 import functools
 import inspect
+import itertools
 import reprlib
 from asyncio import AbstractEventLoop
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set, Sized
 from typing import Any
+
+# Where aiodataloader 0.4.3 raised the same error, a message starts with its sentence (callers
+# match on it), and goes on with the loader's name, what was expected and what came.
+_BATCH_FN_CONTRACT_043 = (
+    "DataLoader must be constructed with a function which accepts Iterable<key> and returns "
+    "Future<Iterable<value>>, but the function did not return "
+)
+
+
+class NotAsyncBatchLoadFnError(TypeError, AssertionError):
+    """A batch function that is not async. aiodataloader 0.4.3 asserted this, so it is also
+    an ``AssertionError``: code written for 0.4.3 that catches that keeps working."""
 
 
 def describe(value: object) -> str:
@@ -50,12 +63,15 @@ def check_batch_load_fn(label: str, fn: object) -> None:
             f"{label}: no batch function: pass batch_load_fn=<async function> or define "
             "'async def batch_load_fn(self, keys)' in a subclass"
         )
+    compat = f"batch_load_fn must be coroutine. Received: {fn}. "
     if not callable(fn):
-        raise TypeError(f"{label}: {expected}; got {describe(fn)}, which is not callable")
+        raise NotAsyncBatchLoadFnError(
+            f"{compat}{label}: {expected}; got {describe(fn)}, which is not callable"
+        )
     if not is_async_callable(fn):
-        raise TypeError(
-            f"{label}: {expected}; got {describe(fn)}, which is a regular (sync) callable. "
-            "Define it with 'async def' so it returns an awaitable of the values"
+        raise NotAsyncBatchLoadFnError(
+            f"{compat}{label}: {expected}; got {describe(fn)}, which is a regular (sync) "
+            "callable. Define it with 'async def' so it returns an awaitable of the values"
         )
 
 
@@ -65,9 +81,15 @@ def check_iterable(label: Callable[[], str], method: str, expected: str, value: 
     if type(value) is list or type(value) is tuple:
         return
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        compat = ""
+        if method == "load_many" and not isinstance(value, Iterable):
+            compat = (
+                "The loader.load_many() function must be called with Iterable<key> but got: "
+                f"{value}. "
+            )
         raise TypeError(
-            f"{label()}: {method}() must be called with {expected} (a list, tuple, ...); "
-            f"got {describe(value)}"
+            f"{compat}{label()}: {method}() must be called with {expected} (a list, tuple, "
+            f"...); got {describe(value)}"
         )
 
 
@@ -157,26 +179,53 @@ _short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 10
 _short.maxstring = _short.maxother = 80
 
 
-def values_for_keys(label: str, keys: list[Any], values: object) -> list[Any]:
-    """The batch function's result as a list aligned with ``keys``, or a TypeError."""
+def check_awaitable_result(label: str, result: object) -> None:
+    if not inspect.isawaitable(result):
+        raise TypeError(
+            f"{_BATCH_FN_CONTRACT_043}a Coroutine: {result}. {label}: the batch function must "
+            f"return an awaitable; it returned {describe(result)}"
+        )
+
+
+def values_for_keys(
+    label: str, keys: list[Any], values: object, default_factory: Callable[[], Any] | None
+) -> list[Any]:
+    """The batch function's result as a list aligned with ``keys``, or a TypeError. A key
+    missing from a mapping gets ``default_factory()`` (a new one per key), or None."""
     if isinstance(values, Mapping):
-        return [values.get(key) for key in keys]
+        if default_factory is None:
+            return [values.get(key) for key in keys]
+        return [values[key] if key in values else default_factory() for key in keys]
     if (
         values is None
         or isinstance(values, (str, bytes, bytearray, memoryview, Set))
         or not isinstance(values, Iterable)
     ):
+        compat = ""
+        if not isinstance(values, Iterable):
+            compat = f"{_BATCH_FN_CONTRACT_043}a Future of a Iterable: {values}. "
         raise TypeError(
-            f"{label}: the batch function must return a list (or tuple, or iterable) with one "
-            f"value per key, in key order, or a mapping from key to value; it returned "
+            f"{compat}{label}: the batch function must return a list (or tuple, or iterable) "
+            f"with one value per key, in key order, or a mapping from key to value; it returned "
             f"{_short.repr(values)} (type {type(values).__name__}) for keys {_short.repr(keys)}"
         )
     if not isinstance(values, list):
-        values = list(values)
+        # One item past the keys is enough to tell a wrong length; an endless iterator is
+        # never read to the end.
+        sized = isinstance(values, Sized)
+        values = list(values if sized else itertools.islice(values, len(keys) + 1))
+        if not sized and len(values) > len(keys):
+            raise TypeError(
+                f"{_BATCH_FN_CONTRACT_043}a Future of a Iterable with the same length as the "
+                f"Iterable of keys. {label}: the batch function must return one value per key, "
+                f"in key order; its iterable went on past {len(keys)} values for {len(keys)} "
+                f"keys.\nKeys: {_short.repr(keys)}"
+            )
     if len(values) != len(keys):
         raise TypeError(
-            f"{label}: the batch function must return one value per key, in key order; it "
-            f"returned {len(values)} values for {len(keys)} keys.\nKeys: {_short.repr(keys)}\n"
-            f"Values: {_short.repr(values)}"
+            f"{_BATCH_FN_CONTRACT_043}a Future of a Iterable with the same length as the "
+            f"Iterable of keys. {label}: the batch function must return one value per key, in "
+            f"key order; it returned {len(values)} values for {len(keys)} keys.\n"
+            f"Keys: {_short.repr(keys)}\nValues: {_short.repr(values)}"
         )
     return values

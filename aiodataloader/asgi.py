@@ -22,13 +22,17 @@ Design, and what was rejected:
 - The whole teardown lives in the container (``aclose`` / ``async with``), so a scope of the
   user's own gets the same rules as the middleware's: newest first, loaders and resources
   together; bounded by ``teardown_timeout``; errors logged, never replacing the app's error;
-  complete even under a native ``Task.cancel()``. Steps that may await run in a task of their
-  own, awaited in a loop that outlasts the cancellation (a task can be abandoned, an
-  ``await`` in the request's task cannot); steps that do not await run inline, because a
-  task per request would cost more than the whole middleware.
-- The container is found through a private scope key and a context variable, never
-  ``scope["state"]``, which some servers share between requests. ``send`` runs outside our
-  context, so a task the server starts in it (the next pipelined request) does not inherit it.
+  complete even under a native ``Task.cancel()``, which an anyio shield does not stop. Each
+  step runs in the request's own task (anyio cancel scopes and ``asyncio.timeout`` inside it
+  see the task they expect), and while it waits on a future the task waits on a stand-in, so
+  a cancellation hits the stand-in and the step goes on. Rejected: a task per step (costs
+  more than the whole middleware, and a cleanup must not change tasks halfway); awaiting
+  inline (a cancellation cuts the cleanup in half).
+- Nothing is built until used: the middleware puts a three-item slot under a private scope
+  key and in a context variable, and the container is made on first access. Never
+  ``scope["state"]``, which some servers share between requests. The final ``send`` runs
+  outside our context, so a task the server starts in it (the next pipelined request) does
+  not inherit it.
 - Tests swap factories with ``registry.override(cls, factory)``, which every access path sees.
   FastAPI's ``app.dependency_overrides`` replaces only what FastAPI injects.
 """
@@ -40,7 +44,6 @@ import contextlib
 import inspect
 import logging
 import warnings
-import weakref
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -54,7 +57,7 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import ContextVar
 from functools import partial
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, TypeAlias, TypeVar, cast, overload
+from typing import Any, Final, TypeAlias, TypeVar, cast, get_origin, overload
 
 try:
     import anyio
@@ -92,7 +95,6 @@ logger = logging.getLogger("aiodataloader")
 request_logger = logging.getLogger("aiodataloader.requests")
 
 T = TypeVar("T")
-L = TypeVar("L", bound=DataLoader[Any, Any])
 ConnectionT = TypeVar("ConnectionT", bound=HTTPConnection)
 
 DEFAULT_TEARDOWN_TIMEOUT: Final = 5.0
@@ -100,7 +102,13 @@ DEFAULT_TEARDOWN_TIMEOUT: Final = 5.0
 # A top-level scope key, not scope["state"]: lifespan state is shared (shallow-copied) between
 # requests on some servers and leaked across keep-alive requests on others.
 _SCOPE_KEY: Final = "aiodataloader.loaders"
-_current: ContextVar[Loaders | None] = ContextVar("aiodataloader.loaders", default=None)
+# Under that key and in this variable: the request's slot, a list [middleware, container, ASGI
+# scope]. The container is built on first use ("build nothing until used": a list costs a
+# fraction of a container), and the middleware is set to None when the request ends, so a
+# task that outlives it cannot build a container that nobody would tear down. (A Loaders
+# placed there by hand is used as it is.)
+_current: ContextVar[list[Any] | None] = ContextVar("aiodataloader.loaders", default=None)
+_MIDDLEWARE, _CONTAINER_BUILT, _ASGI_SCOPE = range(3)
 
 _NOT_INSTALLED = (
     "No Loaders container for this {where}: LoaderMiddleware is not installed. Install it with "
@@ -164,10 +172,11 @@ def _calling_convention(cls: type[Any], factory: Callable[..., Any]) -> int:
     if isinstance(annotation, str):
         # Unresolvable text (a name imported under TYPE_CHECKING): judged by its last name.
         return _CONNECTION if annotation.rsplit(".", 1)[-1] in _CONNECTION_NAMES else _CONTAINER
-    if isinstance(annotation, type):
-        if issubclass(annotation, HTTPConnection):
+    annotated = get_origin(annotation) or annotation  # Request[State] is a Request
+    if isinstance(annotated, type):
+        if issubclass(annotated, HTTPConnection):
             return _CONNECTION
-        if issubclass(annotation, Loaders):
+        if issubclass(annotated, Loaders):
             return _CONTAINER
     raise TypeError(f"{shape}: its parameter is annotated {annotation!r}, expected Loaders")
 
@@ -185,7 +194,16 @@ def _builds_without_arguments(cls: type[Any]) -> bool:
 class _Recipe:
     """A registered factory with what was learnt about it at ``register()``."""
 
-    __slots__ = ("call", "cls", "enter", "factory", "is_async", "is_loader")
+    __slots__ = (
+        "call",
+        "call_bare",
+        "cls",
+        "enter",
+        "factory",
+        "has_aclose",
+        "is_async",
+        "is_loader",
+    )
 
     def __init__(self, cls: type[Any], factory: Callable[..., Any] | None, enter: bool) -> None:
         check_registrable(cls)
@@ -193,6 +211,7 @@ class _Recipe:
             raise TypeError(f"enter for {cls.__name__} must be True or False, got {enter!r}")
         self.cls = cls
         self.is_loader = issubclass(cls, DataLoader)
+        self.has_aclose = self.is_loader and callable(getattr(cls, "aclose", None))
         self.enter = enter
         if factory is None:
             if not _builds_without_arguments(cls):
@@ -223,8 +242,11 @@ class _Recipe:
             self.factory
         )
         call: Callable[[Loaders], Any]
+        # A factory without argument is called as it is, without a wrapper's frame.
+        self.call_bare: Callable[[], Any] | None = None
         if convention == _NO_ARGUMENT:
             call = _ignore_scope(factory)
+            self.call_bare = factory
         elif convention == _CONNECTION:
             call = _with_connection(factory)
         elif convention == _CONTAINER_FORWARDING:
@@ -367,35 +389,17 @@ class LoaderRegistry:
         )
 
 
-# What the container keeps of each instance: (class, instance, is_loader, exit), where exit is
-# the __exit__ or __aexit__ of an entered context manager (or None).
-_Built = tuple[type[Any], Any, bool, Any]
+# What the container keeps of each instance: (recipe, instance, exit), where exit is the
+# __exit__ or __aexit__ of an entered context manager (or None).
+_Built = tuple["_Recipe", Any, Any]
 
 # Shared by every container that has built nothing yet; replaced before the first insert.
 _NO_INSTANCES: dict[type[Any], Any] = cast("dict[type[Any], Any]", MappingProxyType({}))
 
 # Which container owns a live loader (or resource with cleanup), by id: a factory that returns
-# a shared instance would let one request's teardown cancel another request's loads.
-_owners: weakref.WeakValueDictionary[int, Loaders] = weakref.WeakValueDictionary()
-
-
-class _BuildInProgress:
-    """An ``aget`` build that others wait for; the future is made only if one does."""
-
-    __slots__ = ("done", "task")
-
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
-        self.task = task
-        self.done: asyncio.Future[None] | None = None
-
-    def wait(self) -> asyncio.Future[None]:
-        if self.done is None:
-            self.done = asyncio.get_running_loop().create_future()
-        return self.done
-
-    def finished(self) -> None:
-        if self.done is not None:
-            self.done.set_result(None)
+# a shared instance would let one request's teardown cancel another request's loads. Entries
+# go at teardown (a container that is never closed keeps its own alive).
+_owners: dict[int, Loaders] = {}
 
 
 class Loaders:
@@ -413,7 +417,10 @@ class Loaders:
     _connection: HTTPConnection | None = None
     _instances: dict[type[Any], Any] = _NO_INSTANCES
     _built: list[_Built] | None = None
-    _building: dict[type[Any], _BuildInProgress] | None = None
+    # The class being built by aget, and the task that builds it; a future for those who
+    # wait for it, made only when one does.
+    _building: dict[type[Any], asyncio.Task[Any] | None] | None = None
+    _waiting: dict[type[Any], asyncio.Future[None]] | None = None
     _closed = False
     # After teardown: each loader's name and counters (not the loader, which is freed), so
     # that the statistics stay readable.
@@ -438,14 +445,6 @@ class Loaders:
         self.teardown_timeout = teardown_timeout
         self._connection = connection
 
-    @classmethod
-    def _for_scope(cls, scope: Scope, middleware: LoaderMiddleware) -> Loaders:
-        # The middleware's constructor: the HTTPConnection is built only if a factory asks.
-        loaders = cls.__new__(cls)
-        loaders.__dict__.update(middleware._settings)
-        loaders._scope = scope
-        return loaders
-
     @property
     def connection(self) -> HTTPConnection:
         """The request or websocket connection of this scope."""
@@ -463,7 +462,7 @@ class Loaders:
         """This request's ``cls``, built on first use by a sync factory."""
         instances = self._instances
         if cls in instances:
-            return cast(T, instances[cls])
+            return instances[cls]  # type: ignore[no-any-return]  # keyed by its own class
         recipe = self._recipe_to_build(cls)
         if recipe.is_async:
             raise _use_aget(cls, "is async")
@@ -473,27 +472,30 @@ class Loaders:
                 f"`await scope.aget({cls.__name__})`"
             )
         try:
-            value = recipe.call(self)
+            value: Any = recipe.call(self)
         except Exception as failure:
             _log_factory_failure(cls, failure)
             raise
-        if inspect.isawaitable(value) and not isinstance(value, cls):
+        if not isinstance(value, cls) and inspect.isawaitable(value):
             if inspect.iscoroutine(value):
                 value.close()  # never awaited: close it so Python does not warn as well
             raise _use_aget(cls, "returned an awaitable")
         exit_: Any = None
-        if recipe.enter and not isinstance(value, DataLoader):
-            if hasattr(value, "__enter__") and hasattr(value, "__exit__"):
-                exit_ = type(value).__exit__.__get__(value)
-                value = value.__enter__()
-            elif hasattr(value, "__aenter__") and hasattr(value, "__aexit__"):
+        if recipe.enter and not recipe.is_loader:
+            kind = _context_kind(value)
+            if kind == _SYNC_CONTEXT or (kind == _ASYNC_CONTEXT and hasattr(value, "__enter__")):
+                manager: Any = value
+                exit_ = type(manager).__exit__.__get__(manager)
+                value = manager.__enter__()
+            elif kind == _ASYNC_CONTEXT:
                 raise _use_aget(cls, "returned an async context manager")
         error = self._refusal(recipe, value, exit_)
         if error is not None:
             if exit_ is not None:
                 exit_(None, None, None)
             raise error
-        return cast(T, self._keep(recipe, value, exit_))
+        self._keep(recipe, value, exit_)
+        return value  # type: ignore[no-any-return]  # checked by _refusal
 
     async def aget(self, cls: type[T]) -> T:
         """This request's ``cls``, built on first use by its factory (sync or async).
@@ -502,53 +504,66 @@ class Loaders:
         """
         instances = self._instances
         if cls in instances:
-            return cast(T, instances[cls])
+            return instances[cls]  # type: ignore[no-any-return]  # keyed by its own class
         recipe = self._recipe_to_build(cls)
         building = self._building
         if building is None:
             building = self._building = {}
-        task = asyncio.current_task()
-        while cls in building:
-            in_progress = building[cls]
-            if in_progress.task is task:
-                raise RuntimeError(
-                    f"{cls.__name__} is being built already: its factory asked for it"
-                )
-            await asyncio.shield(in_progress.wait())  # then built, failed, or to retry
-            instances = self._instances  # replaced at the first build
-            if cls in instances:
-                return cast(T, instances[cls])
-            recipe = self._recipe_to_build(cls)
-        in_progress = building[cls] = _BuildInProgress(task)
+        elif cls in building:
+            return await self._wait_for_build(cls)  # type: ignore[no-any-return]
+        building[cls] = asyncio.current_task()
         try:
-            return cast(T, await self._build_async(recipe))
+            # The build, inline (not a coroutine of its own: it runs once per class and request).
+            call_bare = recipe.call_bare
+            value: Any = call_bare() if call_bare is not None else recipe.call(self)
+            if inspect.iscoroutine(value) or (
+                not isinstance(value, cls) and inspect.isawaitable(value)
+            ):
+                value = await value
+            exit_: Any = None
+            if recipe.enter and not recipe.is_loader:
+                kind = _context_kind(value)
+                if kind == _ASYNC_CONTEXT:
+                    exit_ = type(value).__aexit__.__get__(value)
+                    value = await value.__aenter__()
+                elif kind == _SYNC_CONTEXT:
+                    exit_ = type(value).__exit__.__get__(value)
+                    value = value.__enter__()
+            # The request may have ended while the factory awaited (a client that went away).
+            error = self._closed_error(cls) if self._closed else self._refusal(recipe, value, exit_)
+            if error is not None:
+                await _exit_now(cls, exit_)  # exit what was entered: nobody else will
+                raise error
+            self._keep(recipe, value, exit_)
+            return value  # type: ignore[no-any-return]  # checked by _refusal
         except Exception as failure:
             _log_factory_failure(cls, failure)
             raise
         finally:
             del building[cls]
-            in_progress.finished()
+            waiting = self._waiting
+            if waiting is not None and cls in waiting:
+                waiting.pop(cls).set_result(None)
 
-    async def _build_async(self, recipe: _Recipe) -> Any:
-        cls = recipe.cls
-        value = recipe.call(self)
-        if inspect.isawaitable(value) and not isinstance(value, cls):
-            value = await value
-        exit_: Any = None
-        if recipe.enter and not isinstance(value, DataLoader):
-            if hasattr(value, "__aenter__") and hasattr(value, "__aexit__"):
-                exit_ = type(value).__aexit__.__get__(value)
-                value = await value.__aenter__()
-            elif hasattr(value, "__enter__") and hasattr(value, "__exit__"):
-                exit_ = type(value).__exit__.__get__(value)
-                value = value.__enter__()
-        # The request may have ended while the factory awaited (a client that went away).
-        error = self._closed_error(cls) if self._closed else self._refusal(recipe, value, exit_)
-        if error is not None:
-            # Exit what was entered: nobody else will.
-            await _exit_now(cls, exit_)
-            raise error
-        return self._keep(recipe, value, exit_)
+    async def _wait_for_build(self, cls: type[Any]) -> Any:
+        """``aget`` while another call builds ``cls``: its result, or a build of our own if
+        that call failed or was cancelled."""
+        building = cast("dict[type[Any], asyncio.Task[Any] | None]", self._building)
+        while cls in building:
+            if building[cls] is asyncio.current_task():
+                raise RuntimeError(
+                    f"{cls.__name__} is being built already: its factory asked for it"
+                )
+            waiting = self._waiting
+            if waiting is None:
+                waiting = self._waiting = {}
+            done = waiting.get(cls)
+            if done is None:
+                done = waiting[cls] = asyncio.get_running_loop().create_future()
+            await asyncio.shield(done)
+            if cls in self._instances:
+                return self._instances[cls]
+        return await self.aget(cls)
 
     def _recipe_to_build(self, cls: type[Any]) -> _Recipe:
         if self._closed:
@@ -583,7 +598,7 @@ class Loaders:
                 )
         return None
 
-    def _keep(self, recipe: _Recipe, value: Any, exit_: Any) -> Any:
+    def _keep(self, recipe: _Recipe, value: Any, exit_: Any) -> None:
         if recipe.is_loader:
             for observer in self.registry._observers:
                 observe(value, observer)
@@ -594,13 +609,12 @@ class Loaders:
             built = self._built = []
             self._instances = {}
         self._instances[recipe.cls] = value
-        built.append((recipe.cls, value, recipe.is_loader, exit_))
-        return value
+        built.append((recipe, value, exit_))
 
     def clear_all(self) -> None:
         """Clear every built loader's cache, e.g. after a mutation or between messages."""
-        for _, instance, is_loader, _ in self._built or ():
-            if is_loader:
+        for recipe, instance, _ in self._built or ():
+            if recipe.is_loader:
                 instance.clear_all()
 
     def stats(self) -> RequestStats:
@@ -608,7 +622,7 @@ class Loaders:
         as they were at its end."""
         if self._torn_down is not None:
             return RequestStats.of_counters(self._torn_down)
-        return RequestStats.of(value for _, value, is_loader, _ in self._built or () if is_loader)
+        return RequestStats.of(value for recipe, value, _ in self._built or () if recipe.is_loader)
 
     def __contains__(self, cls: object) -> bool:
         """Whether this container has built ``cls``."""
@@ -630,7 +644,26 @@ class Loaders:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._teardown(exc)
+        """The teardown of ``aclose()``; ``exc``, the error the scope ends with, is thrown
+        into generator factories (and given to context managers) as ``with`` would."""
+        built = self._built
+        scope = self._scope
+        self._closed = True
+        self._scope = None  # also breaks the scope -> Loaders -> scope cycle
+        self._connection = None
+        if not built:
+            return
+        self._built = None
+        self._instances = _NO_INSTANCES
+        self._torn_down = [
+            (loader_name(value), value._counters) for recipe, value, _ in built if recipe.is_loader
+        ]
+        for _, instance, _ in built:
+            if _owners.get(id(instance)) is self:
+                del _owners[id(instance)]
+        await _Teardown(self.teardown_timeout, exc).run(reversed(built))
+        if request_logger.isEnabledFor(logging.DEBUG):
+            request_logger.debug("%s: %s", _request_line(scope), self.stats().describe())
 
     async def aclose(self) -> None:
         """Tear down, newest first, loaders and resources together.
@@ -642,38 +675,7 @@ class Loaders:
         step is logged on the ``aiodataloader`` logger and does not stop the others. A native
         ``Task.cancel()`` waits until the teardown is done, then goes on.
         """
-        await self._teardown(None)
-
-    async def _teardown(self, error: BaseException | None) -> None:
-        if self._close_if_empty():
-            return
-        built = self._built
-        scope = self._scope
-        self._closed = True
-        self._scope = None  # also breaks the scope -> Loaders -> scope cycle
-        self._connection = None
-        self._built = None
-        self._instances = _NO_INSTANCES
-        if not built:
-            return
-        self._torn_down = [
-            (loader_name(v), v._counters) for _, v, is_loader, _ in built if is_loader
-        ]
-        for _, instance, _, _ in built:
-            if _owners.get(id(instance)) is self:
-                del _owners[id(instance)]
-        await _Teardown(self.teardown_timeout, error).run(reversed(built))
-        if request_logger.isEnabledFor(logging.DEBUG):
-            request_logger.debug("%s: %s", _request_line(scope), self.stats().describe())
-
-    def _close_if_empty(self) -> bool:
-        """Close at once if there is nothing to tear down (the common case); True if closed."""
-        if self._built is None or self._closed:
-            self._closed = True
-            self._scope = None
-            self._connection = None
-            return True
-        return False
+        await self.__aexit__(None, None, None)
 
 
 #: What a factory may return for ``T``: the value, an awaitable of it, a generator or async
@@ -699,6 +701,25 @@ _CONNECTION_ONLY = frozenset(
 def _check_timeout(timeout: object) -> None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"teardown_timeout must be a number of seconds > 0, got {timeout!r}")
+
+
+_NOT_A_CONTEXT, _SYNC_CONTEXT, _ASYNC_CONTEXT = range(3)
+# What a factory's result is, by its type: looked up once per type, not once per request.
+_context_kinds: dict[type[Any], int] = {}
+
+
+def _context_kind(value: object) -> int:
+    kind = _context_kinds.get(type(value))
+    if kind is None:
+        cls = type(value)
+        if hasattr(cls, "__aenter__") and hasattr(cls, "__aexit__"):
+            kind = _ASYNC_CONTEXT
+        elif hasattr(cls, "__enter__") and hasattr(cls, "__exit__"):
+            kind = _SYNC_CONTEXT
+        else:
+            kind = _NOT_A_CONTEXT
+        kind = _context_kinds.setdefault(cls, kind)
+    return kind
 
 
 def _use_aget(cls: type[Any], why: str) -> TypeError:
@@ -748,27 +769,39 @@ class _Teardown:
         self.shield: anyio.CancelScope | None = None
 
     async def run(self, built: Iterable[_Built]) -> None:
+        # Half the budget for the core's own bound, so that it abandons a stuck batch (and
+        # names it) before this step overruns.
+        pending_timeout = max(self.deadline - self.loop.time(), self.grace) / 2
         try:
-            for cls, instance, is_loader, exit_ in built:
-                if is_loader:
+            for recipe, instance, exit_ in built:
+                if recipe.is_loader:
                     try:
                         DataLoader.close(instance, _CLOSED_REASON)
                     except Exception as failure:
-                        self._failed(cls, instance, "close", failure)
-                    await self._step(
-                        cls, instance, "cancel_pending", instance.cancel_pending, self._remaining
-                    )
-                    self._sync_step(cls, instance, "clear_all", instance.clear_all)
-                    aclose = getattr(instance, "aclose", None)
-                    if aclose is not None:
-                        await self._step(cls, instance, "aclose", aclose)
+                        self._failed(recipe, instance, "close", failure)
+                    # Inline: an idle loader's cancel_pending() returns without suspending.
+                    drive = None
+                    try:
+                        pending = instance.cancel_pending(timeout=pending_timeout)
+                        drive = _Drive(self, pending, pending.send(None))
+                    except StopIteration:
+                        pass
+                    except BaseException as failure:
+                        self._failed(recipe, instance, "cancel_pending", failure)
+                    if drive is not None:
+                        await self._finish(recipe, instance, "cancel_pending", drive)
+                    try:
+                        instance.clear_all()
+                    except Exception as failure:
+                        self._failed(recipe, instance, "clear_all", failure)
+                    if recipe.has_aclose:
+                        drive = self._start(recipe, instance, "aclose")
+                        if drive is not None:
+                            await self._finish(recipe, instance, "aclose", drive)
                 elif exit_ is not None:
-                    error = self.error
-                    args = (None, None, None) if error is None else _exc_info(error)
-                    if inspect.iscoroutinefunction(exit_):
-                        await self._step(cls, instance, "cleanup", partial(exit_, *args))
-                    else:
-                        self._sync_step(cls, instance, "cleanup", partial(exit_, *args))
+                    drive = self._start(recipe, instance, "cleanup", exit_=exit_)
+                    if drive is not None:
+                        await self._finish(recipe, instance, "cleanup", drive)
         finally:
             if self.shield is not None:
                 self.shield.__exit__(None, None, None)
@@ -777,53 +810,57 @@ class _Teardown:
         if self.cancelled:
             raise asyncio.CancelledError
 
-    def _remaining(self) -> float:
-        # For cancel_pending(timeout=): half of what is left, so that the core abandons a
-        # stuck batch (and names it) before this step overruns.
-        return max(self.deadline - self.loop.time(), self.grace) / 2
-
-    def _sync_step(self, cls: type[Any], instance: Any, name: str, step: Callable[[], Any]) -> None:
-        try:
-            step()
-        except BaseException as failure:
-            self._failed(cls, instance, name, failure)
-
-    async def _step(
+    def _start(
         self,
-        cls: type[Any],
+        recipe: _Recipe,
         instance: Any,
         name: str,
-        step: Callable[..., Any],
-        with_timeout: Callable[[], float] | None = None,
-    ) -> None:
+        exit_: Any = None,
+    ) -> _Drive | None:
+        """Start a step; None if it is over already (most are: an idle loader, a session
+        closed in memory), else what to await for the rest of it."""
         try:
-            awaitable = step() if with_timeout is None else step(timeout=with_timeout())
+            if exit_ is not None:
+                error = self.error
+                awaitable = (
+                    exit_(None, None, None)
+                    if error is None
+                    else exit_(type(error), error, error.__traceback__)
+                )
+            else:
+                awaitable = getattr(instance, name)()
+            if not inspect.isawaitable(awaitable):
+                return None  # a sync cleanup, or a loader's aclose() that is a plain method
+            coro = awaitable if inspect.iscoroutine(awaitable) else _await(awaitable)
+            first = coro.send(None)
+        except StopIteration:
+            return None
         except BaseException as failure:
-            self._failed(cls, instance, name, failure)
-            return
-        if not inspect.isawaitable(awaitable):
-            return  # e.g. a loader's aclose() that is a plain method
-        coro = awaitable if inspect.iscoroutine(awaitable) else _await(awaitable)
-        outcome = await _Drive(self, coro)
+            self._failed(recipe, instance, name, failure)
+            return None
+        return _Drive(self, coro, first)
+
+    async def _finish(self, recipe: _Recipe, instance: Any, name: str, drive: _Drive) -> None:
+        outcome = await drive
         if outcome is _ABANDONED:
             logger.warning(
                 "%s did not finish within the teardown timeout and ignored cancellation; abandoned",
-                _step_label(cls, instance, name),
+                _step_label(recipe.cls, instance, name),
             )
         elif outcome is _CANCELLED_LATE:
             logger.warning(
                 "%s did not finish within the teardown timeout; cancelled",
-                _step_label(cls, instance, name),
+                _step_label(recipe.cls, instance, name),
             )
         elif outcome is not None:
-            self._failed(cls, instance, name, cast(BaseException, outcome))
+            self._failed(recipe, instance, name, cast(BaseException, outcome))
 
-    def _failed(self, cls: type[Any], instance: Any, name: str, failure: BaseException) -> None:
+    def _failed(self, recipe: _Recipe, instance: Any, name: str, failure: BaseException) -> None:
         if failure is self.error:
             return  # a cleanup that re-raises the request's own error: not a failure of its own
         logger.error(
             "%s failed during teardown",
-            _step_label(cls, instance, name),
+            _step_label(recipe.cls, instance, name),
             exc_info=(type(failure), failure, failure.__traceback__),
         )
         if not isinstance(failure, (Exception, asyncio.CancelledError)) and self.escaped is None:
@@ -843,38 +880,33 @@ class _Drive:
     for "cancelled late" or "abandoned".
     """
 
-    __slots__ = ("coro", "teardown")
+    __slots__ = ("coro", "first", "teardown")
 
-    def __init__(self, teardown: _Teardown, coro: Coroutine[Any, Any, Any]) -> None:
+    def __init__(self, teardown: _Teardown, coro: Coroutine[Any, Any, Any], first: Any) -> None:
         self.teardown = teardown
         self.coro = coro
+        self.first = first  # what coro yielded when it was first sent None
 
     def __await__(self) -> Generator[Any, None, object]:
         teardown, coro, loop = self.teardown, self.coro, self.teardown.loop
+        if teardown.shield is None:
+            # anyio re-delivers its cancellation at every await until the scope is left.
+            teardown.shield = anyio.CancelScope(shield=True).__enter__()
         cancelled_by_us = False
+        waited = self.first
+        self.first = None
         while True:
-            try:
-                waited = coro.send(None)
-            except StopIteration:
-                return _CANCELLED_LATE if cancelled_by_us else None
-            except BaseException as failure:
-                if cancelled_by_us and isinstance(failure, asyncio.CancelledError):
-                    return _CANCELLED_LATE
-                return failure
-            if teardown.shield is None:
-                # anyio re-delivers its cancellation at every await until the scope is left.
-                teardown.shield = anyio.CancelScope(shield=True).__enter__()
             if waited is None:  # a bare yield (asyncio.sleep(0)): one trip around the loop
                 try:
                     yield None
                 except asyncio.CancelledError:
                     teardown.cancelled = True
-                continue
-            if getattr(waited, "_asyncio_future_blocking", None) is None:
+            elif getattr(waited, "_asyncio_future_blocking", None) is None:
                 _close(coro)
                 return RuntimeError(f"a teardown step yielded {waited!r}, not a future")
-            waited._asyncio_future_blocking = False  # taken over, as a Task does
-            while not waited.done():
+            else:
+                waited._asyncio_future_blocking = False  # taken over, as a Task does
+            while waited is not None and not waited.done():
                 if loop.time() >= teardown.deadline:
                     if cancelled_by_us:
                         _close(coro)  # stop driving it, whether or not it lets itself close
@@ -897,6 +929,14 @@ class _Drive:
                 finally:
                     waited.remove_done_callback(wake)
                     timer.cancel()
+            try:
+                waited = coro.send(None)
+            except StopIteration:
+                return _CANCELLED_LATE if cancelled_by_us else None
+            except BaseException as failure:
+                if cancelled_by_us and isinstance(failure, asyncio.CancelledError):
+                    return _CANCELLED_LATE
+                return failure
 
 
 def _wake(stand_in: asyncio.Future[None], _: object) -> None:
@@ -961,90 +1001,113 @@ class LoaderMiddleware:
         self.app = app
         self.registry = registry if registry is not None else LoaderRegistry()
         self.teardown_timeout = teardown_timeout
-        self._settings = {"registry": self.registry, "teardown_timeout": teardown_timeout}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        loaders = Loaders._for_scope(scope, self)
+        slot: list[Any] = [self, None, scope]
         # A nested LoaderMiddleware (e.g. around a mounted GraphQL app) hands the outer
         # container back when it is done.
         outer = scope.get(_SCOPE_KEY)
-        scope[_SCOPE_KEY] = loaders
-        token = _current.set(loaders)
+        previous = _current.get()
+        scope[_SCOPE_KEY] = slot
+        token = _current.set(slot)
         try:
-            if scope["type"] == "http":
-                send_outside = (
-                    _SendWithServerTiming(send, outer, loaders)
-                    if self.server_timing
-                    else _SendOutside(send, outer)
-                )
-                await self.app(scope, receive, send_outside)
-            else:
-                await self.app(scope, receive, send)
+            if kind == "http":
+                send = _send_outside(send, previous)
+                if self.server_timing:
+                    send = _send_with_server_timing(send, slot)
+            await self.app(scope, receive, send)
         except BaseException as error:
-            # The container's own teardown rule: its errors never replace the app's.
-            if not loaders._close_if_empty():
+            loaders = _end(slot)
+            if loaders is not None:
+                # The container's own rule: its teardown never replaces the app's error.
                 await loaders.__aexit__(type(error), error, error.__traceback__)
             raise
         else:
-            if not loaders._close_if_empty():
+            loaders = _end(slot)
+            if loaders is not None:
                 await loaders.__aexit__(None, None, None)
         finally:
             _current.reset(token)
             if outer is not None:
                 scope[_SCOPE_KEY] = outer
 
+    def _container(self, scope: Scope) -> Loaders:
+        loaders = Loaders.__new__(Loaders)
+        loaders.registry = self.registry
+        loaders.teardown_timeout = self.teardown_timeout
+        loaders._scope = scope
+        return loaders
 
-class _SendOutside:
+
+def _send_outside(send: Send, previous: list[Any] | None) -> Send:
     """The server's ``send``, with the final body message sent outside the request's context:
     a server may start the next pipelined request's task inside it (uvicorn does), and that
-    task must not inherit this request's container. A plain call, not a coroutine, for every
-    other message, since it runs on every response."""
+    task must not inherit this request's container. A plain call for every other message."""
 
-    __slots__ = ("outer", "send")
-
-    def __init__(self, send: Send, outer: Loaders | None) -> None:
-        self.send = send
-        self.outer = outer
-
-    def __call__(self, message: Message) -> Awaitable[None]:
+    def send_outside(message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.body" and not message.get("more_body", False):
-            return self._outside(message)
-        return self.send(message)
+            return _send_in_context(send, message, previous)
+        return send(message)
 
-    async def _outside(self, message: Message) -> None:
-        token = _current.set(self.outer)
-        try:
-            await self.send(message)
-        finally:
-            _current.reset(token)
+    return send_outside
 
 
-class _SendWithServerTiming(_SendOutside):
-    """``_SendOutside`` that adds the loaders' ``Server-Timing`` to the response's headers."""
+async def _send_in_context(send: Send, message: Message, slot: list[Any] | None) -> None:
+    token = _current.set(slot)
+    try:
+        await send(message)
+    finally:
+        _current.reset(token)
 
-    __slots__ = ("loaders",)
 
-    def __init__(self, send: Send, outer: Loaders | None, loaders: Loaders) -> None:
-        super().__init__(send, outer)
-        self.loaders = loaders
+def _end(slot: list[Any]) -> Loaders | None:
+    """End a request's slot: no container can be built for it any more. Also breaks the
+    scope -> slot -> scope cycle, which would leave every request's scope to the cyclic GC."""
+    slot[_MIDDLEWARE] = slot[_ASGI_SCOPE] = None
+    loaders: Loaders | None = slot[_CONTAINER_BUILT]
+    return loaders
 
-    def __call__(self, message: Message) -> Awaitable[None]:
+
+def _open(slot: list[Any]) -> Loaders:
+    """The container of a request's slot, built now if this is its first use."""
+    loaders: Loaders | None = slot[_CONTAINER_BUILT]
+    if loaders is None:
+        middleware: LoaderMiddleware | None = slot[_MIDDLEWARE]
+        if middleware is None:
+            raise RuntimeError(
+                "the request of this context has ended and its Loaders was torn down; "
+                "loaders and resources must not outlive the request that built them"
+            )
+        loaders = slot[_CONTAINER_BUILT] = middleware._container(slot[_ASGI_SCOPE])
+    return loaders
+
+
+def _send_with_server_timing(send: Send, slot: list[Any]) -> Send:
+    """``send`` that adds the loaders' ``Server-Timing`` to the response's headers."""
+
+    def send_timed(message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
-            timing = self.loaders.stats().server_timing()
+            loaders: Loaders | None = slot[_CONTAINER_BUILT]
+            timing = loaders.stats().server_timing() if loaders is not None else ""
             if timing:
                 MutableHeaders(scope=message).append("Server-Timing", timing)
-        return super().__call__(message)
+        return send(message)
+
+    return send_timed
 
 
 def loaders_from(conn: HTTPConnection) -> Loaders:
     """The ``Loaders`` of this request or websocket connection (a Request, WebSocket, ...)."""
-    loaders: Loaders | None = conn.scope.get(_SCOPE_KEY)
-    if loaders is None:
+    slot = conn.scope.get(_SCOPE_KEY)
+    if type(slot) is list:
+        return _open(slot)
+    if slot is None:
         raise RuntimeError(_NOT_INSTALLED.format(where="connection"))
-    return loaders
+    return cast(Loaders, slot)
 
 
 def get_loaders(conn: HTTPConnection) -> Loaders:
@@ -1059,10 +1122,10 @@ def get_loaders(conn: HTTPConnection) -> Loaders:
 
 def current_loaders() -> Loaders:
     """The ``Loaders`` of the request being handled, from anywhere inside it (e.g. resolvers)."""
-    loaders = _current.get()
-    if loaders is None:
+    slot = _current.get()
+    if slot is None:
         raise RuntimeError(
             _NOT_INSTALLED.format(where="context")
             + " current_loaders() only works while a request is being handled."
         )
-    return loaders
+    return _open(slot)

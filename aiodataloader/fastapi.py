@@ -11,7 +11,7 @@ object that the request's loader factories get from the container: one session p
 # No `from __future__ import annotations`: FastAPI reads the dependency's annotations at runtime.
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, TypeVar
 
 try:
     from fastapi import Depends
@@ -53,7 +53,7 @@ def _dependency_for(cls: type[Any], maker: str) -> Callable[[HTTPConnection], An
     return _dependencies.setdefault(cls, dependency)
 
 
-class _DependencyMaker(Generic[T]):
+class _DependencyMaker:
     """``get_loader`` / ``get_resource``: call it with the class to get the dependency.
 
     FastAPI reads a dependency's signature when the route is declared; this one refuses to
@@ -83,7 +83,7 @@ class _DependencyMaker(Generic[T]):
         return _dependency_for(cls, self.__name__)
 
 
-class _GetLoader(_DependencyMaker[Any]):
+class _GetLoader(_DependencyMaker):
     def __call__(self, loader_cls: type[L]) -> Dependency[L]:
         """The dependency that returns this request's ``loader_cls`` instance.
 
@@ -93,7 +93,7 @@ class _GetLoader(_DependencyMaker[Any]):
         return self.make(loader_cls)
 
 
-class _GetResource(_DependencyMaker[Any]):
+class _GetResource(_DependencyMaker):
     def __call__(self, cls: type[T]) -> Dependency[T]:
         """The dependency that returns this request's ``cls`` resource, the very object the
         request's loader factories get with ``scope.aget(cls)``."""

@@ -171,16 +171,30 @@ class LoaderCounters:
     """The live counters of one loader, updated by the core once per batch (and per hit,
     only while observed). Plain integers: reading them is ``LoaderStats``."""
 
-    # Class-level defaults: building a loader's counters costs no attribute writes.
-    batches = 0
-    keys_dispatched = 0
-    largest_batch = 0
-    failed_batches = 0
-    failed_loads = 0
-    cancelled_loads = 0
-    batch_seconds = 0.0
-    cache_hits = 0
-    hits_counted = False
+    # Slots, set at construction (outside the timed paths): a batch then updates them in
+    # place, where class-level defaults would make a loader's first batch build its dict.
+    __slots__ = (
+        "batch_seconds",
+        "batches",
+        "cache_hits",
+        "cancelled_loads",
+        "failed_batches",
+        "failed_loads",
+        "hits_counted",
+        "keys_dispatched",
+        "largest_batch",
+    )
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.keys_dispatched = 0
+        self.largest_batch = 0
+        self.failed_batches = 0
+        self.failed_loads = 0
+        self.cancelled_loads = 0
+        self.batch_seconds = 0.0
+        self.cache_hits = 0
+        self.hits_counted = False
 
     def snapshot(self) -> LoaderStats:
         return LoaderStats(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from aiodataloader import DataLoader
@@ -16,7 +16,7 @@ class Recorder:
         self.calls: list[list[Any]] = []
         self.transform = transform
 
-    async def __call__(self, keys: list[Any]) -> Sequence[Any] | Mapping[Any, Any]:
+    async def __call__(self, keys: list[Any]) -> list[Any]:
         self.calls.append(list(keys))
         return [self.transform(key) for key in keys]
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ import anyio.lowlevel
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -312,7 +315,7 @@ async def test_factories_see_the_connection_by_annotation_or_through_the_contain
         seen["annotated"] = conn
         return ScaledLoader(int(conn.headers["x-factor"]))
 
-    def takes_request(conn: Request) -> Session:
+    def takes_request(conn: Request[State]) -> Session:
         seen["request"] = conn
         return Session()
 
@@ -804,3 +807,19 @@ async def test_http_scope_state_is_never_written() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert (await client.get("/")).text == "ok"
     assert states == [{}]
+
+
+@pytest.mark.parametrize(
+    ("blocked", "module", "extra"),
+    [("starlette", "aiodataloader.asgi", "asgi"), ("fastapi", "aiodataloader.fastapi", "fastapi")],
+)
+def test_a_missing_extra_names_what_to_install(blocked: str, module: str, extra: str) -> None:
+    # A fresh interpreter in which the framework cannot be imported, as without the extra.
+    code = f"import sys; sys.modules[{blocked!r}] = None; import {module}"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"ImportError: {module} needs ")
+    assert f"install the `{extra}` extra, e.g. pip install 'aiodataloader[{extra}]'" in last_line

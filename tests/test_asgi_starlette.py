@@ -24,7 +24,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from aiodataloader import DataLoader
-from aiodataloader.asgi import LoaderMiddleware, LoaderRegistry, current_loaders, loaders_from
+from aiodataloader.asgi import (
+    LoaderMiddleware,
+    LoaderRegistry,
+    Loaders,
+    current_loaders,
+    loaders_from,
+)
 
 from .asgi_client import asgi_client
 
@@ -354,3 +360,86 @@ async def test_nothing_from_a_request_survives_it() -> None:
     gc.collect()
     assert len(refs) == 8000
     assert [ref for ref in refs if ref() is not None] == []
+
+
+async def test_a_task_that_outlives_its_request_cannot_build_a_container() -> None:
+    done = anyio.Event()
+    outcome: list[str] = []
+    kept: list[Loaders] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def later() -> None:
+        await done.wait()
+        for attempt in ("current", "kept"):
+            try:
+                if attempt == "current":
+                    current_loaders().get(Tracked)
+                else:
+                    kept[0].get(Tracked)
+            except RuntimeError as error:
+                outcome.append(str(error).split(";")[0])
+
+    async def endpoint(request: Request) -> Response:
+        kept.append(loaders_from(request))
+        tasks.append(asyncio.ensure_future(later()))  # outlives the request
+        return PlainTextResponse("ok")
+
+    async with client_for(app_with(endpoint, [])) as client:
+        assert (await client.get("/")).text == "ok"
+    done.set()
+    await tasks[0]
+    assert outcome == [
+        "cannot build Tracked: the request of this Loaders has ended and it was torn down",
+        "cannot build Tracked: the request of this Loaders has ended and it was torn down",
+    ]
+
+
+async def test_a_task_of_a_request_that_built_nothing_cannot_build_after_it() -> None:
+    done = anyio.Event()
+    outcome: list[str] = []
+
+    async def later() -> None:
+        await done.wait()
+        try:
+            current_loaders()
+        except RuntimeError as error:
+            outcome.append(str(error))
+
+    async def endpoint(request: Request) -> Response:
+        tasks.append(asyncio.ensure_future(later()))
+        return PlainTextResponse("ok")
+
+    tasks: list[asyncio.Task[None]] = []
+    async with client_for(app_with(endpoint, [])) as client:
+        assert (await client.get("/")).text == "ok"
+    done.set()
+    await tasks[0]
+    assert outcome == [
+        "the request of this context has ended and its Loaders was torn down; loaders and "
+        "resources must not outlive the request that built them"
+    ]
+
+
+async def test_a_scope_of_ones_own_keeps_the_blocks_error_over_a_failing_cleanup(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken(Tracked):
+        async def aclose(self) -> None:
+            raise OSError("aclose broke")
+
+    registry = LoaderRegistry()
+    registry.register(Broken, lambda: Broken([]))
+
+    async def message_scope() -> None:  # e.g. one per websocket message
+        async with Loaders(registry=registry) as scope:
+            scope.get(Broken)
+            raise ValueError("message handler broke")
+
+    with (
+        caplog.at_level(logging.WARNING, logger="aiodataloader"),
+        pytest.raises(ValueError, match="message handler broke"),
+    ):
+        await message_scope()
+    [record] = [r for r in caplog.records if r.name == "aiodataloader"]
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "aclose broke"

@@ -14,13 +14,9 @@ from fastapi import FastAPI
 
 from aiodataloader import DataLoader
 from aiodataloader.budget import LoaderBudget, LoaderBudgetExceeded, loader_budget
-from examples.blog import db
 from examples.blog.app import QUERY_COUNT_HEADER, create_app
 from examples.blog.db import SeedSize
 from examples.blog.loaders import AuthorLoader, CommentsOfPostLoader, TagsOfPostLoader
-
-if not hasattr(db, "SharedSession"):  # the blog before it moved to SQLAlchemy
-    pytest.skip("needs the blog example on SQLAlchemy", allow_module_level=True)
 
 pytestmark = pytest.mark.anyio
 

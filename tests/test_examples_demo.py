@@ -11,11 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
-from examples.blog import demo
-from examples.blog.server import REPO_ROOT
+from demo import report as demo
+from demo.server import REPO_ROOT
+
+from .examples_support import postgres_database
 
 
 def check_report(out: str) -> None:
@@ -31,14 +34,14 @@ def check_report(out: str) -> None:
     assert rows["GraphQL author(id) {posts {tags}}"][1] == "3"
     assert "latency p50 / p95 (ms)" in out
     assert "naive and loader responses: identical" in out
-    assert "bad input: all 6 checks passed" in out
+    assert "bad input: all 9 checks passed" in out
     assert "FAILED" not in out
     assert re.search(r"^Conclusion: .* 5 instead of 251 \(50x fewer\)", out, re.MULTILINE)
 
 
 def test_demo_reports_then_serves_until_interrupted() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "examples.blog.demo", "--quick", "--serve"],
+        [sys.executable, "-m", "demo", "--quick", "--serve"],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
@@ -74,6 +77,22 @@ def test_demo_reports_then_serves_until_interrupted() -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+@pytest.mark.anyio
+async def test_demo_on_postgresql() -> None:
+    """``--database-url``: the server creates and seeds the tables, and the report holds."""
+    async with postgres_database("demo") as url:
+        with anyio.fail_after(300):
+            result = await anyio.run_process(
+                [sys.executable, "-m", "demo", "--quick", "--database-url", url],
+                cwd=REPO_ROOT,
+                check=False,
+            )
+    out = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, out
+    assert "aiodataloader demo: blog example on postgresql+asyncpg://" in out
+    check_report(out)
 
 
 @pytest.mark.skipif(

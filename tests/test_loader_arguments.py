@@ -40,7 +40,9 @@ def test_sync_batch_functions_are_rejected(fn: Any, received: str) -> None:
     with pytest.raises(TypeError) as info:
         DataLoader(fn, name="users")
     message = str(info.value)
-    assert message.startswith("DataLoader(name='users'): batch_load_fn must be an async function")
+    # 0.4.3's sentence first, then the loader's name and the advice.
+    assert message.startswith(f"batch_load_fn must be coroutine. Received: {fn}. ")
+    assert "DataLoader(name='users'): batch_load_fn must be an async function" in message
     assert received in message
     assert "regular (sync) callable" in message
 
@@ -48,7 +50,7 @@ def test_sync_batch_functions_are_rejected(fn: Any, received: str) -> None:
 @pytest.mark.parametrize("fn", [42, "fetch", [good]])
 def test_non_callable_batch_function_is_rejected(fn: object) -> None:
     with pytest.raises(TypeError, match=r"DataLoader\(name=None\): .* which is not callable"):
-        DataLoader(fn)  # type: ignore[arg-type]
+        DataLoader(fn)  # type: ignore[call-overload]
 
 
 def test_missing_batch_function_is_rejected() -> None:
@@ -87,13 +89,16 @@ def test_accepted_async_callables() -> None:
         ("name", 7, TypeError, r"name must be a str or None; got 7"),
     ],
 )
+@pytest.mark.parametrize("kind", ["function", "subclass"])
 def test_bad_options_are_rejected(
-    option: str, value: object, error: type[Exception], expected: str
+    kind: str, option: str, value: object, error: type[Exception], expected: str
 ) -> None:
     options: dict[str, Any] = {option: value}
+    build = partial(DataLoader, good) if kind == "function" else AsyncLoader
     with pytest.raises(error, match=expected) as info:
-        DataLoader(good, **options)
-    assert str(info.value).startswith("DataLoader")
+        build(**options)
+    # The message names the loader's class: DataLoader, or the subclass.
+    assert str(info.value).startswith("DataLoader" if kind == "function" else "AsyncLoader")
 
 
 def test_bad_class_level_defaults_are_rejected_when_the_class_is_defined() -> None:
@@ -191,9 +196,23 @@ async def test_unhashable_key_error_names_the_loader_and_the_remedy() -> None:
     loader = DataLoader(good, name="users")
     with pytest.raises(TypeError, match=r"DataLoader\(name='users'\): the cache key must be"):
         loader.load({"id": 1})  # type: ignore[arg-type]
-    keyed = DataLoader(good, name="keyed", get_cache_key=lambda key: [key])
-    with pytest.raises(TypeError, match=r"get_cache_key="):
+    with pytest.raises(TypeError, match=r"Pass get_cache_key= \(or override get_cache_key\)"):
+        loader.load({"id": 1})  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("cache_map", [None, {}])
+async def test_unhashable_cache_key_from_the_key_function_names_it_and_the_fix(
+    cache_map: dict[Any, Any] | None,
+) -> None:
+    keyed = DataLoader(good, name="keyed", get_cache_key=lambda key: [key], cache_map=cache_map)
+    with pytest.raises(TypeError) as info:
         keyed.load(1)
+    assert str(info.value) == (
+        "DataLoader(name='keyed'): the cache key must be hashable; the cache key function "
+        "returned [1] (type list) for the key 1 (type int). Make the cache key function "
+        "return a hashable value (a str, int or tuple)"
+    )
 
 
 def test_subclass_get_cache_key_may_call_super() -> None:
@@ -231,3 +250,53 @@ def test_subclass_may_define_name_as_a_property() -> None:
             return keys
 
     assert Named().name == "computed"
+
+
+class SyncMethodLoader(DataLoader[int, int]):
+    def batch_load_fn(self, keys: list[int]) -> list[int]:  # type: ignore[override]
+        return keys
+
+
+class AsyncLoader(DataLoader[int, int]):
+    async def batch_load_fn(self, keys: list[int]) -> list[int]:
+        return keys
+
+
+def test_subclass_with_a_sync_batch_method_names_the_class() -> None:
+    with pytest.raises(TypeError) as info:
+        SyncMethodLoader(name="users")
+    message = str(info.value)
+    assert "SyncMethodLoader(name='users'): batch_load_fn must be an async function" in message
+    # The bound method's repr shows the loader while it is still being built.
+    assert "<SyncMethodLoader name='users' cached=0 queued=0 batches_in_flight=0>" in message
+    assert "regular (sync) callable" in message
+
+
+def test_subclass_with_a_non_callable_batch_attribute_names_the_class() -> None:
+    class NotCallable(DataLoader[int, int]):
+        batch_load_fn = 42  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match=r"NotCallable\(name=None\): .* which is not callable"):
+        NotCallable()
+
+
+def test_repr_of_a_loader_that_is_not_built_yet() -> None:
+    loader = AsyncLoader.__new__(AsyncLoader)
+    assert repr(loader) == "<AsyncLoader name=None cached=0 queued=0 batches_in_flight=0>"
+
+
+def test_bad_class_level_batch_and_name_are_rejected_when_the_class_is_defined() -> None:
+    with pytest.raises(TypeError, match=r"^BadBatch: batch must be True or False; got 'yes'"):
+
+        class BadBatch(AsyncLoader):
+            batch = "yes"  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match=r"^BadName: name must be a str or None; got 7"):
+
+        class BadName(AsyncLoader):
+            name = 7  # type: ignore[assignment]
+
+
+def test_subclass_passing_both_cache_key_functions_names_the_class() -> None:
+    with pytest.raises(TypeError, match=r"^AsyncLoader\(name=None\): pass get_cache_key or"):
+        AsyncLoader(get_cache_key=str, cache_key_fn=str)

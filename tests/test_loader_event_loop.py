@@ -142,6 +142,25 @@ def test_load_from_another_thread_while_the_loop_runs_raises_clearly() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("bound", [True, False])
+def test_load_from_a_worker_thread_says_to_use_async_def(bound: bool) -> None:
+    """A sync ``def`` endpoint of FastAPI or Starlette runs in a worker thread, as
+    asyncio.to_thread does, whether or not the loader has loaded on the loop yet."""
+    loader: DataLoader[int, int] = DataLoader(Recorder(), name="users")
+
+    async def main() -> str:
+        if bound:
+            await loader.load(1)
+        with pytest.raises(RuntimeError) as info:
+            await asyncio.to_thread(loader.load, 2)
+        return str(info.value)
+
+    message = asyncio.run(main())
+    assert message.startswith("DataLoader(name='users'): ")
+    assert "a sync 'def' endpoint or dependency runs in a worker thread: declare it " in message
+    assert "'async def'" in message
+
+
 def test_loop_that_ended_with_a_batch_open_leaves_no_broken_loader() -> None:
     recorder = Recorder()
     loader: DataLoader[int, int] = DataLoader(recorder)
@@ -176,3 +195,101 @@ def test_interrupt_in_the_batch_function_propagates_and_settles_the_batch(
         assert second.cancelled()
     finally:
         loop.close()
+
+
+REUSE_SHAPES: dict[str, dict[str, Any]] = {
+    "own dict": {},
+    "cache key function": {"get_cache_key": lambda key: ("k", key)},
+    "user's mapping": {"cache_map": {}},
+}
+
+
+@pytest.mark.parametrize("shape", REUSE_SHAPES)
+def test_cache_hits_in_a_second_asyncio_run_are_futures_of_the_new_loop(shape: str) -> None:
+    recorder = Recorder()
+    loader: DataLoader[int, int] = DataLoader(recorder, **REUSE_SHAPES[shape])
+
+    async def first() -> list[int]:
+        loader.prime(9, 9)
+        return await loader.load_many([1, 2])
+
+    async def second() -> tuple[list[int], list[int], int, int]:
+        hit_and_miss = await asyncio.gather(loader.load(1), loader.load(3))
+        hit_only = await asyncio.gather(loader.load(2))
+        waited = await asyncio.wait_for(loader.load(1), 10)
+        primed = await asyncio.wait_for(loader.load(9), 10)
+        return list(hit_and_miss), list(hit_only), waited, primed
+
+    async def third() -> list[int]:
+        loader.prime(10, 10)  # prime first: the primed future is of this loop too
+        return list(await asyncio.gather(loader.load(10), loader.load(2)))
+
+    assert asyncio.run(first()) == [1, 2]
+    assert asyncio.run(second()) == ([1, 3], [2], 1, 9)
+    assert asyncio.run(third()) == [10, 2]
+    assert recorder.calls == [[1, 2], [3]]
+
+
+def test_a_loader_bound_with_loop_argument_follows_asyncio_run_after_its_loop() -> None:
+    recorder = Recorder()
+    loop = asyncio.new_event_loop()
+    try:
+        loader: DataLoader[int, int] = DataLoader(recorder, loop=loop)
+        assert loop.run_until_complete(loader.load(1)) == 1
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(loader.load(1), loader.load(2)))
+
+    assert asyncio.run(main()) == [1, 2]
+    assert recorder.calls == [[1], [2]]
+
+
+@pytest.mark.anyio
+async def test_a_batch_function_that_loads_its_own_key_is_refused() -> None:
+    class SelfLoading(DataLoader[int, int]):
+        async def batch_load_fn(self, keys: list[int]) -> list[int]:
+            return [key if key != 2 else await self.load(2) for key in keys]
+
+    loader = SelfLoading(name="self")
+    with pytest.raises(RuntimeError) as info:
+        await asyncio.wait_for(loader.load_many([1, 2]), 10)
+    assert str(info.value) == (
+        "SelfLoading(name='self'): the batch function loaded 2 (type int), a key of the very "
+        "batch it is computing; awaiting it would wait forever. Compute that value within "
+        "the batch function, or load it through another loader"
+    )
+    # The failed batch was evicted; the loader stays usable.
+    assert "cached=0" in repr(loader)
+
+
+@pytest.mark.anyio
+async def test_loads_of_other_keys_from_a_batch_function_still_work() -> None:
+    calls: list[list[int]] = []
+
+    async def parents(keys: list[int]) -> list[int]:
+        calls.append(keys)
+        # Keys outside the running batch: one more batch, no deadlock.
+        return [key if key < 10 else await loader.load(key - 10) for key in keys]
+
+    loader = DataLoader(parents)
+    assert await asyncio.wait_for(loader.load_many([11, 12]), 10) == [1, 2]
+    # While a batch runs, a hit on its pending key from another task just waits for it.
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(keys: list[int]) -> list[int]:
+        started.set()
+        await release.wait()
+        return keys
+
+    other = DataLoader(slow)
+    first = other.load(5)
+    await started.wait()
+    again = other.load(5)
+    assert again is first
+    release.set()
+    assert await asyncio.wait_for(again, 10) == 5
+    assert calls == [[11, 12], [1], [2]]

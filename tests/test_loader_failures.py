@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -333,3 +334,117 @@ async def test_a_key_cancelled_and_loaded_again_in_one_tick_is_sent_once() -> No
     second = loader.load(1)
     assert await second == 1
     assert calls == [[1]]
+
+
+async def test_an_endless_iterable_result_is_read_one_item_past_the_keys() -> None:
+    pulled: list[int] = []
+
+    def endless() -> Iterator[None]:
+        for index in itertools.count():
+            if index > 100:  # a loader that reads on would only stop at MemoryError
+                raise AssertionError("read far past the keys")
+            pulled.append(index)
+            yield None
+
+    async def repeat_forever(keys: list[int]) -> Any:  # an iterable: not in the typed contract
+        return endless()
+
+    loader: DataLoader[int, None] = DataLoader(repeat_forever, name="endless")
+    with pytest.raises(TypeError) as info:
+        await asyncio.wait_for(loader.load_many([1, 2, 3]), 10)
+    assert pulled == [0, 1, 2, 3]
+    message = str(info.value)
+    assert "with the same length as the Iterable of keys. DataLoader(name='endless'): " in message
+    assert "its iterable went on past 3 values for 3 keys" in message
+
+
+async def test_a_short_iterator_result_gives_the_wrong_length_error() -> None:
+    async def short(keys: list[int]) -> Any:
+        return iter(keys[:1])
+
+    loader: DataLoader[int, int] = DataLoader(short, name="short")
+    with pytest.raises(TypeError, match=r"it returned 1 values for 2 keys"):
+        await asyncio.wait_for(loader.load_many([1, 2]), 10)
+
+
+async def test_a_failed_batch_is_evicted_even_when_the_key_function_now_fails() -> None:
+    key_service_down = False
+    calls: list[list[int]] = []
+
+    def cache_key(key: int) -> tuple[str, int]:
+        if key_service_down:
+            raise RuntimeError("key service down")
+        return ("user", key)
+
+    async def fetch(keys: list[int]) -> list[int]:
+        nonlocal key_service_down
+        calls.append(keys)
+        if len(calls) == 1:
+            key_service_down = True  # the key function fails while the batch is evicted
+            raise ValueError("database down")
+        return keys
+
+    loader = DataLoader(fetch, get_cache_key=cache_key)
+    with pytest.raises(ValueError, match="database down"):
+        await asyncio.wait_for(loader.load(1), 10)
+    key_service_down = False
+    # Not poisoned: the failure was evicted, so the retry calls the batch function again.
+    assert await asyncio.wait_for(loader.load(1), 10) == 1
+    assert calls == [[1], [1]]
+
+
+class CountingFuture(asyncio.Future[Any]):
+    """Counts equality tests, the cost of finding a future in a list by value."""
+
+    comparisons = 0
+
+    def __eq__(self, other: object) -> bool:
+        CountingFuture.comparisons += 1
+        return self is other
+
+    __hash__ = asyncio.Future.__hash__
+
+
+class CountingLoop(asyncio.SelectorEventLoop):
+    def create_future(self) -> asyncio.Future[Any]:
+        return CountingFuture(loop=self)
+
+
+def test_retrying_many_cancelled_keys_is_linear() -> None:
+    count = 400
+    calls: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def fetch(keys: list[int]) -> list[int]:
+        calls.append(keys)
+        if len(calls) == 1:
+            await release.wait()
+        return keys
+
+    async def scenario() -> list[int]:
+        loader = DataLoader(fetch)
+        keys = list(range(count))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(loader.load_many(keys), 0.01)  # times out: all cancelled
+        CountingFuture.comparisons = 0
+        retried = loader.load_many(keys)
+        release.set()
+        return await asyncio.wait_for(retried, 10)
+
+    loop = CountingLoop()
+    try:
+        assert loop.run_until_complete(scenario()) == list(range(count))
+    finally:
+        loop.close()
+    # One lookup per key, not a scan of the batch per key (count**2 / 2 = 80,000).
+    assert CountingFuture.comparisons <= 4 * count
+    assert calls == [list(range(count)), list(range(count))]
+
+
+async def test_a_retry_of_keys_cancelled_while_queued_sends_each_key_once() -> None:
+    loader, calls = id_loader()
+    first = [loader.load(key) for key in range(5)]
+    for future in first:
+        future.cancel()
+    assert await asyncio.wait_for(loader.load_many(range(5)), 10) == list(range(5))
+    assert calls == [[0, 1, 2, 3, 4]]

@@ -66,8 +66,62 @@ async def by_mapping() -> None:
         return {key: str(key) for key in keys}
 
     loader = DataLoader(names, max_batch_size=50, batch_schedule_fn=None)
-    assert_type(await loader.load(1), str)
+    # A key missing from a mapping result resolves to None, and the type says so.
+    assert_type(loader, DataLoader[int, str | None])
+    assert_type(await loader.load(1), str | None)
+
+
+class Book(TypedDict):
+    id: int
+    author_id: int
+
+
+BOOKS: list[Book] = [{"id": 1, "author_id": 1}, {"id": 2, "author_id": 1}]
+
+
+async def books_by_author(author_ids: list[int]) -> dict[int, list[Book]]:
+    found: dict[int, list[Book]] = {}
+    for book in BOOKS:
+        if book["author_id"] in author_ids:
+            found.setdefault(book["author_id"], []).append(book)
+    return found
+
+
+async def one_to_many() -> None:
+    # Annotated: mypy infers ``object`` from a bare ``list`` without the context.
+    books: DataLoader[int, list[Book]] = DataLoader(books_by_author, default_factory=list)
+    assert_type(await books.load(2), list[Book])
+    assert await books.load(2) == []
+    assert_type(await books.load_many([1, 2]), list[list[Book]])
+
+    # mypy refuses both of these. (pyright lets them through: it solves the constructor
+    # from the annotation first.) Without default_factory the loader does not claim a
+    # list for every key...
+    lying: DataLoader[int, list[Book]] = DataLoader(books_by_author)  # type: ignore[assignment]
+    # ...and a default of another type is refused.
+    wrong: DataLoader[int, list[Book]] = DataLoader(books_by_author, default_factory=dict)  # type: ignore[arg-type]
+    assert lying is not None
+    assert wrong is not None
+
+
+class BooksByAuthor(DataLoader[int, list[Book]]):
+    def __init__(self) -> None:
+        super().__init__(default_factory=list)
+
+    async def batch_load_fn(self, keys: list[int]) -> dict[int, list[Book]]:
+        return await books_by_author(keys)
+
+
+async def one_to_many_subclass() -> None:
+    assert_type(await BooksByAuthor().load(2), list[Book])
+
+
+async def main() -> None:
+    await by_function()
+    await by_mapping()
+    await one_to_many()
+    await one_to_many_subclass()
 
 
 if __name__ == "__main__":
-    asyncio.run(by_function())
+    asyncio.run(main())
