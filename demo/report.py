@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import time
 from collections.abc import Sequence
@@ -85,6 +86,7 @@ VARIANTS = ("naive", "loaders")
 class Samples:
     latencies_ms: list[float] = field(default_factory=list)
     queries: list[int] = field(default_factory=list)
+    server_timing: str = ""  # the loaders' report of the last response (Server-Timing)
 
 
 @dataclass
@@ -123,11 +125,15 @@ async def run_script(url: str, requests: int, warmup: int = 2) -> Report:
                         sample = samples[(endpoint.label, variant)]
                         sample.latencies_ms.append(elapsed_ms)
                         sample.queries.append(int(response.headers[QUERY_COUNT_HEADER]))
+                        sample.server_timing = response.headers.get("Server-Timing", "")
                 if bodies["naive"] != bodies["loaders"] and endpoint.label not in mismatches:
                     mismatches.append(endpoint.label)
         checks = await _check_bad_input(client)
     return Report(url, requests, samples, mismatches, checks)
 
+
+# One loader of a Server-Timing header: name;dur=ms;desc="..."
+_TIMING = re.compile(r'([^\s,;]+);dur=([\d.]+);desc="([^"]*)"')
 
 HOSTILE_QUERY = "{ posts(limit: 100) { " + "author { posts { " * 6 + "id" + " } }" * 6 + " } }"
 
@@ -194,6 +200,12 @@ def format_report(report: Report, database: str = "SQLite") -> str:
             f"{endpoint.label:56} {_queries(naive.queries):>10} {_queries(loaders.queries):>10}"
             f"   {_latency(naive.latencies_ms):>16} {_latency(loaders.latencies_ms):>16}"
         )
+    lines.append("")
+    lines.append("what the loaders did, per request (the server's Server-Timing header):")
+    for endpoint in ENDPOINTS:
+        timing = report.samples[(endpoint.label, "loaders")].server_timing
+        done = [f"{name} {desc}, {float(ms):.1f} ms" for name, ms, desc in _TIMING.findall(timing)]
+        lines.append(f"  {endpoint.label}: {'; '.join(done) or '-'}")
     lines.append("")
     same = "identical" if not report.mismatches else "DIFFERENT for " + ", ".join(report.mismatches)
     lines.append(f"naive and loader responses: {same}")

@@ -93,7 +93,8 @@ def create_app(
     # On app.state, so a test can swap a loader or the session for every access path:
     # `with app.state.registry.override(AuthorLoader, fake): ...`
     app.state.registry = build_registry(batch_window_seconds)
-    app.add_middleware(LoaderMiddleware, registry=app.state.registry)
+    # server_timing: each response says what its loaders did (the demo prints it).
+    app.add_middleware(LoaderMiddleware, registry=app.state.registry, server_timing=True)
     # Added after LoaderMiddleware, so it wraps it and counts the loaders' queries too.
     app.add_middleware(QueryCountMiddleware)
 
