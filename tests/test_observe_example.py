@@ -18,9 +18,9 @@ from starlette.routing import Route
 
 from aiodataloader import DataLoader
 from aiodataloader.asgi import LoaderRegistry, loaders_from
-from aiodataloader.observe import observe
+from aiodataloader.observe import GLOBAL_OBSERVERS, observe, remove_global_observer
 
-from .observe_example import SlowBatches, report, with_server_timing
+from .observe_example import SlowBatches, report, watch_slow_batches, with_server_timing
 
 pytestmark = pytest.mark.anyio
 
@@ -48,6 +48,17 @@ async def test_the_observer_logs_slow_batches(caplog: pytest.LogCaptureFixture) 
         await observe(SlowNames(), SlowBatches()).load_many([1, 2])
     (record,) = caplog.records
     assert record.getMessage().startswith("SlowNames: 2 keys took 0.1")
+
+
+async def test_watch_slow_batches_watches_every_loader(caplog: pytest.LogCaptureFixture) -> None:
+    watch_slow_batches()
+    (watcher,) = [o for o in GLOBAL_OBSERVERS if isinstance(o, SlowBatches)]
+    try:
+        with caplog.at_level(logging.WARNING, logger="myapp"):
+            await SlowNames().load(1)  # no observe(): the global observer sees it
+    finally:
+        remove_global_observer(watcher)
+    assert caplog.records[0].getMessage().startswith("SlowNames: 1 keys took 0.1")
 
 
 def test_install_tracing_makes_a_span_per_batch_and_the_metrics() -> None:
