@@ -3,6 +3,7 @@
     nox                                # lint, typing, the tests on each Python 3.10-3.13
     nox -s tests-3.12 -- -k loader     # one Python, some tests
     nox -s demo                        # the blog demo (``-- --serve`` keeps it serving)
+    nox -s bench                       # the core against 0.4.3 and Strawberry (pyperf)
     nox -s compat_pydantic_resolve     # pydantic-resolve 6.3.0's released tests, on this tree
 
 With ``CI`` set in the environment, a missing interpreter fails the run instead of skipping.
@@ -64,6 +65,13 @@ def demo(session: nox.Session) -> None:
     session.run("python", "-m", "examples.blog.demo", *session.posargs)
 
 
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The core side by side (benchmarks/README.md); arguments go to the script."""
+    session.install(*groups("bench"))
+    session.run("python", "benchmarks/core_side_by_side.py", *session.posargs)
+
+
 @nox.session(python=PYTHONS[1], default=False)
 def compat_pydantic_resolve(session: nox.Session) -> None:
     """pydantic-resolve 6.3.0's own test suite (from its sdist on PyPI), with this project
@@ -82,5 +90,5 @@ def compat_pydantic_resolve(session: nox.Session) -> None:
     # Its own test dependencies, as its CI installs them, then this tree over its pin.
     session.install(f"{source}[dev]")
     session.install("--no-deps", "-e", ".")
-    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "tests", *session.posargs,
-                cwd=source)  # fmt: skip
+    with session.chdir(source):
+        session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "tests", *session.posargs)
