@@ -22,9 +22,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-# README blocks may use names kept for compatibility; their warnings are not what is tested.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 PEOPLE: dict[int, dict[str, Any]] = {1: {"id": 1, "name": "Alice"}, 2: {"id": 2, "name": "Bob"}}
 batches: list[list[int]] = []
 
@@ -91,7 +88,7 @@ def starlette_app() -> Any:
     from starlette.routing import Route
 
     from aiodataloader import DataLoader
-    from aiodataloader.asgi import LoaderMiddleware, LoaderRegistry, get_loaders
+    from aiodataloader.asgi import LoaderMiddleware, LoaderRegistry, loaders_from
 
 
     class UserLoader(DataLoader[int, dict]):  # needs no arguments: no registration
@@ -109,12 +106,12 @@ def starlette_app() -> Any:
 
 
     registry = LoaderRegistry()
-    # factory(conn) is a plain (sync) callable; conn is the request's HTTPConnection.
-    registry.register(PostLoader, lambda conn: PostLoader(conn.app.state.db))
+    # A factory receives the request's Loaders container; .connection is the request.
+    registry.register(PostLoader, lambda scope: PostLoader(scope.connection.app.state.db))
 
 
     async def user(request):
-        loaders = get_loaders(request)
+        loaders = loaders_from(request)
         user_id = request.path_params["user_id"]
         user = await loaders.get(UserLoader).load(user_id)  # typed: UserLoader
         posts = await loaders.get(PostLoader).load(user_id)
@@ -187,7 +184,7 @@ async def test_override_on_the_registry() -> None:
             return [{"id": key, "name": "fake"} for key in keys]
 
     # region override-registry
-    registry.register(UserLoader, lambda conn: FakeUserLoader())
+    registry.register(UserLoader, lambda scope: FakeUserLoader())
     # endregion
     async with client_for(app) as client:
         assert (await client.get("/users/1")).json()["name"] == "fake"
@@ -205,12 +202,12 @@ def test_websockets() -> None:
             return await fetch_users(keys)
 
     # region websockets
-    from aiodataloader.asgi import Loaders, get_loaders
+    from aiodataloader.asgi import Loaders, loaders_from
 
 
     async def feed(websocket):
         await websocket.accept()
-        loaders = get_loaders(websocket)
+        loaders = loaders_from(websocket)
         async for message in websocket.iter_json():
             loaders.clear_all()  # fresh data for every message
             await websocket.send_json(await loaders.get(UserLoader).load(message["id"]))
@@ -218,7 +215,7 @@ def test_websockets() -> None:
 
     async def feed_with_message_scope(websocket):
         await websocket.accept()
-        registry = get_loaders(websocket).registry
+        registry = loaders_from(websocket).registry
         async for message in websocket.iter_json():
             async with Loaders(websocket, registry) as loaders:  # torn down after each message
                 await websocket.send_json(await loaders.get(UserLoader).load(message["id"]))
