@@ -30,7 +30,7 @@ def test_importing_the_core_imports_no_web_framework() -> None:
 
 def test_package_is_typed_and_versioned() -> None:
     assert (Path(aiodataloader.__file__).parent / "py.typed").is_file()
-    assert aiodataloader.__version__ == "0.5.0"
+    assert aiodataloader.__version__ == "0.6.0"
     assert aiodataloader.__all__ == ["BatchLoadFn", "BatchScheduleFn", "DataLoader", "__version__"]
 
 
