@@ -72,21 +72,38 @@ return out
 """
 
 #: Write each value only while its lease is still ours: an invalidation deletes the lease,
-#: so a value read from the database before it can never be written after it.
+#: so a value read from the database before it can never be written after it. Then release
+#: the batch's other leases (keys whose values were errors or could not be serialized).
+#: KEYS: (data, lease) per value, then leases to release. ARGV: ttl in ms, the number of
+#: values, (token, value) per value, then one token per lease to release.
 _WRITE = """
+local count = tonumber(ARGV[2])
 local written = 0
-for i = 1, #KEYS, 2 do
-  local j = i + 1
-  if redis.call('GET', KEYS[j]) == ARGV[j] then
-    redis.call('SET', KEYS[i], ARGV[j + 1], 'PX', ARGV[1])
-    redis.call('DEL', KEYS[j])
+for n = 1, count do
+  if redis.call('GET', KEYS[2 * n]) == ARGV[1 + 2 * n] then
+    redis.call('SET', KEYS[2 * n - 1], ARGV[2 + 2 * n], 'PX', ARGV[1])
+    redis.call('DEL', KEYS[2 * n])
     written = written + 1
+  end
+end
+for m = 2 * count + 1, #KEYS do
+  if redis.call('GET', KEYS[m]) == ARGV[m + 2] then
+    redis.call('DEL', KEYS[m])
   end
 end
 return written
 """
 
 _LEASE_SUFFIX = "|lease"
+
+# No CLIENT SETINFO after connecting: two round trips less per new connection (about 1 ms
+# instead of 3 on a local server), which counts within a timeout of a few ms.
+try:
+    from redis.driver_info import DriverInfo
+
+    _NO_CLIENT_SETINFO: dict[str, Any] = {"driver_info": DriverInfo(name=None, lib_version=None)}
+except ImportError:  # pragma: no cover - redis-py before 7.1
+    _NO_CLIENT_SETINFO = {"lib_name": None, "lib_version": None}
 _SEGMENT = re.compile(r"[%:]")
 
 if sys.version_info >= (3, 11):
@@ -279,10 +296,7 @@ class RedisCache:
             socket_timeout=max(1.0, timeout),
             socket_connect_timeout=max(1.0, timeout),
             max_connections=max_connections,
-            # No CLIENT SETINFO after connecting: two round trips less per new connection
-            # (about 1 ms instead of 3 here), which counts within a timeout of a few ms.
-            lib_name=None,
-            lib_version=None,
+            **_NO_CLIENT_SETINFO,
         )
         return cls(client, timeout=timeout, **options)
 
@@ -485,6 +499,8 @@ class RedisValueCache(Generic[V]):
         self._ttl_ms = max(1, round(ttl * 1000))
         # Leases this process took and has not used yet: redis key -> (token, deadline).
         self._leases: dict[str, tuple[str, float]] = {}
+        # The leases each lookup took (token -> redis keys), to release those not written.
+        self._lease_batches: dict[str, list[str]] = {}
         self._warned: set[str] = set()
 
     def with_prefix(self, prefix: str) -> RedisValueCache[V]:
@@ -523,14 +539,18 @@ class RedisValueCache(Generic[V]):
         shared.stats.lookup_round_trips += 1
         found: dict[Hashable, V] = {}
         waiting: list[str] = []
+        taken: list[str] = []
         deadline = time.monotonic() + shared.lease_ms / 1000
         for redis_key, reply in zip(redis_keys, replies, strict=True):
             if isinstance(reply, bytes):
                 self._decode_into(found, by_redis_key[redis_key], redis_key, reply)
             elif reply == 1:
                 self._leases[redis_key] = (token, deadline)
+                taken.append(redis_key)
             else:
                 waiting.append(redis_key)
+        if taken:
+            self._lease_batches[token] = taken
         if waiting and shared.stampede == "wait":
             await self._wait_for_values(waiting, by_redis_key, found)
         shared.stats.hits += len(found)
@@ -539,31 +559,47 @@ class RedisValueCache(Generic[V]):
 
     async def set_many(self, values: Mapping[Hashable, V]) -> None:
         shared = self.shared
-        arguments: list[str] = []
-        payload: list[str | bytes | int] = [self._ttl_ms]
+        leases = self._leases
+        pairs: list[str] = []
+        payload: list[str | bytes | int] = []
+        batches: set[str] = set()
         for key, value in values.items():
             redis_key = self._redis_key(key)
-            lease = self._leases.pop(redis_key, None) if redis_key is not None else None
+            lease = leases.pop(redis_key, None) if redis_key is not None else None
             if redis_key is None or lease is None:
                 shared.stats.writes_skipped += 1
                 continue
+            batches.add(lease[0])
             try:
                 data = self.serializer.dumps(value)
             except Exception as error:
                 self._refuse(key, value, error)
+                leases[redis_key] = lease  # released below with the batch's others
                 continue
-            arguments += (redis_key, redis_key + _LEASE_SUFFIX)
+            pairs += (redis_key, redis_key + _LEASE_SUFFIX)
             payload += (lease[0], data)
+        releases: list[str] = []
+        tokens: list[str] = []
+        for token in batches:
+            for redis_key in self._lease_batches.pop(token, ()):
+                lease = leases.get(redis_key)
+                if lease is not None and lease[0] == token:
+                    del leases[redis_key]
+                    releases.append(redis_key + _LEASE_SUFFIX)
+                    tokens.append(token)
         self._forget_expired_leases()
-        if not arguments:
+        if not pairs and not releases:
             return
+        arguments = [self._ttl_ms, len(pairs) // 2, *payload, *tokens]
         try:
-            written = await shared.call(lambda: self.shared._write(keys=arguments, args=payload))
+            written = await shared.call(
+                lambda: shared._write(keys=[*pairs, *releases], args=arguments)
+            )
         except _Unavailable:
             return
         shared.stats.write_round_trips += 1
         shared.stats.writes += int(written)
-        shared.stats.writes_skipped += len(arguments) // 2 - int(written)
+        shared.stats.writes_skipped += len(pairs) // 2 - int(written)
 
     async def delete_many(self, keys: Sequence[Hashable]) -> None:
         """Delete the keys (and their leases) and publish them to every process, in one
@@ -684,11 +720,16 @@ class RedisValueCache(Generic[V]):
                     waiting.append(redis_key)
 
     def _forget_expired_leases(self) -> None:
-        if len(self._leases) > 1024:
+        """Drop leases Redis has expired already (batches whose values were all errors
+        never reach set_many), so these dicts stay small."""
+        if len(self._leases) > 1024 or len(self._lease_batches) > 1024:
             now = time.monotonic()
-            for redis_key, (_, deadline) in list(self._leases.items()):
+            for redis_key, (token, deadline) in list(self._leases.items()):
                 if deadline < now:
                     del self._leases[redis_key]
+                    self._lease_batches.pop(token, None)
+            for token in [t for t, keys in self._lease_batches.items() if not keys]:
+                del self._lease_batches[token]
 
 
 def _encode_key(key: Hashable) -> str:
