@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 try:
     import redis.asyncio as redis_asyncio
@@ -205,12 +205,16 @@ class RedisCache:
 
     ``timeout`` bounds every Redis call of a load (seconds; 5 ms by default): past it the
     loads go to the batch function. ``failure_threshold`` failures in a row open the
-    circuit for ``reset_timeout`` seconds. ``stampede`` says what a load does when another
-    caller (any process) is already fetching the same missing key: ``"fetch"`` fetches it
-    too (a duplicate query, no wait), ``"wait"`` polls Redis for up to ``stampede_wait``
-    seconds for that caller's value first. Leases last ``lease_timeout`` seconds (keep it
-    above your slowest batch function). Keys start with ``key_prefix``; invalidations are
-    published on ``channel``.
+    circuit for ``reset_timeout`` seconds.
+
+    Stampedes: within a process, a key that one request is looking up or fetching is never
+    looked up or fetched again by another: they wait for its value (up to
+    ``stampede_wait`` seconds). Across processes, the first to miss a key takes its lease;
+    ``stampede`` says what the others do: ``"wait"`` (the default) polls Redis for that
+    value for up to ``stampede_wait`` seconds, then fetches; ``"fetch"`` fetches at once
+    (one duplicate query per process, no wait). Leases last ``lease_timeout`` seconds (keep
+    it above your slowest batch function). Keys start with ``key_prefix``; invalidations
+    are published on ``channel``.
 
     Use ``async with`` (or :meth:`aclose`) in the app's lifespan to close the client and
     the subscription.
@@ -223,7 +227,7 @@ class RedisCache:
         timeout: float = 0.005,
         failure_threshold: int = 3,
         reset_timeout: float = 1.0,
-        stampede: Literal["fetch", "wait"] = "fetch",
+        stampede: Literal["fetch", "wait"] = "wait",
         stampede_wait: float = 0.05,
         lease_timeout: float = 5.0,
         key_prefix: str = "aiodataloader:",
@@ -272,6 +276,13 @@ class RedisCache:
         self._listeners: dict[str, Listeners] = {}
         self._subscriber: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        # Per process, shared by every loader's value cache (keys are namespaced):
+        # leases taken and not used yet: redis key -> (token, deadline);
+        self.leases: dict[str, tuple[str, float]] = {}
+        # the leases each lookup took (token -> redis keys), to release those not written;
+        self.lease_batches: dict[str, list[str]] = {}
+        # keys a request of this process is looking up or fetching: (value, started at).
+        self.inflight: dict[str, tuple[asyncio.Future[bytes | None], float]] = {}
         self._token_prefix = uuid.uuid4().hex[:16]
         self._tokens = itertools.count()
 
@@ -300,15 +311,36 @@ class RedisCache:
         )
         return cls(client, timeout=timeout, **options)
 
+    @overload
     def for_loader(
         self,
         name: str,
         *,
         ttl: float,
         version: int = 1,
-        serializer: Serializer[V] | None = None,
+        serializer: None = None,
         prefix: str = "",
-    ) -> RedisValueCache[V]:
+    ) -> RedisValueCache[Any]: ...
+    @overload
+    def for_loader(
+        self,
+        name: str,
+        *,
+        ttl: float,
+        version: int = 1,
+        serializer: Serializer[V],
+        prefix: str = "",
+    ) -> RedisValueCache[V]: ...
+
+    def for_loader(
+        self,
+        name: str,
+        *,
+        ttl: float,
+        version: int = 1,
+        serializer: Serializer[Any] | None = None,
+        prefix: str = "",
+    ) -> RedisValueCache[Any]:
         """The value cache of one loader: keys ``<key_prefix><name>:v<version>:<prefix>:<key>``
         where ``<key>`` is the JSON of the loader's cache key. Bump ``version`` when the
         shape of the values changes. ``prefix`` is for whatever else the values depend on
@@ -323,7 +355,7 @@ class RedisCache:
         _check_positive(f"{label}.for_loader({name!r})", "ttl", ttl)
         if not isinstance(prefix, str):
             raise TypeError(f"{label}.for_loader({name!r}): prefix must be a str; got {prefix!r}")
-        chosen: Serializer[V] = JsonSerializer() if serializer is None else serializer
+        chosen: Serializer[Any] = JsonSerializer() if serializer is None else serializer
         for method in ("dumps", "loads"):
             if not callable(getattr(chosen, method, None)):
                 raise TypeError(
@@ -400,6 +432,11 @@ class RedisCache:
         self._breaker.succeeded()
         return result
 
+    def settle_inflight(self, redis_key: str, data: bytes | None) -> None:
+        entry = self.inflight.pop(redis_key, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(data)
+
     def new_token(self) -> str:
         return f"{self._token_prefix}:{next(self._tokens)}"
 
@@ -461,6 +498,9 @@ class RedisCache:
             )
             return
         self.stats.invalidations_received += 1
+        for key in keys:
+            # A fetch under way here started before the change: its waiters fetch anew.
+            self.settle_inflight(f"{namespace}{key}", None)
         listeners = self._listeners.get(namespace)
         if listeners is None:
             return
@@ -497,10 +537,6 @@ class RedisValueCache(Generic[V]):
         self.prefix = prefix
         self.namespace = f"{shared.key_prefix}{_segment(name)}:v{version}:{_segment(prefix)}:"
         self._ttl_ms = max(1, round(ttl * 1000))
-        # Leases this process took and has not used yet: redis key -> (token, deadline).
-        self._leases: dict[str, tuple[str, float]] = {}
-        # The leases each lookup took (token -> redis keys), to release those not written.
-        self._lease_batches: dict[str, list[str]] = {}
         self._warned: set[str] = set()
 
     def with_prefix(self, prefix: str) -> RedisValueCache[V]:
@@ -524,7 +560,39 @@ class RedisValueCache(Generic[V]):
         by_redis_key = self._redis_keys(keys)
         if not by_redis_key:
             return {}
-        redis_keys = list(by_redis_key)
+        # Single flight in this process: a key another request of this process is looking
+        # up or fetching already is not looked up again; this call waits for that value.
+        now = time.monotonic()
+        inflight = self.shared.inflight
+        loop = asyncio.get_running_loop()
+        mine: list[str] = []
+        joined: list[tuple[str, asyncio.Future[bytes | None]]] = []
+        for redis_key in by_redis_key:
+            entry = inflight.get(redis_key)
+            if entry is not None and not entry[0].done() and now - entry[1] < shared.stampede_wait:
+                joined.append((redis_key, entry[0]))
+            else:
+                inflight[redis_key] = (loop.create_future(), now)
+                mine.append(redis_key)
+        found: dict[Hashable, V] = {}
+        if mine:
+            await self._look_up(mine, by_redis_key, found)
+        if joined:
+            await asyncio.wait([future for _, future in joined], timeout=shared.stampede_wait)
+            for redis_key, future in joined:
+                if future.done() and not future.cancelled():
+                    data = future.result()
+                    if data is not None:
+                        self._decode_into(found, by_redis_key[redis_key], redis_key, data)
+        shared.stats.hits += len(found)
+        shared.stats.misses += len(by_redis_key) - len(found)
+        return found
+
+    async def _look_up(
+        self, redis_keys: list[str], by_redis_key: dict[str, Hashable], found: dict[Hashable, V]
+    ) -> None:
+        """One script call: values, or a lease on each missing key (or who holds it)."""
+        shared = self.shared
         token = shared.new_token()
         arguments: list[str] = []
         for redis_key in redis_keys:
@@ -534,57 +602,68 @@ class RedisValueCache(Generic[V]):
                 lambda: shared._lookup(keys=arguments, args=[token, shared.lease_ms])
             )
         except _Unavailable:
-            shared.stats.misses += len(redis_keys)
-            return {}
+            for redis_key in redis_keys:
+                self.shared.settle_inflight(redis_key, None)
+            return
         shared.stats.lookup_round_trips += 1
-        found: dict[Hashable, V] = {}
         waiting: list[str] = []
         taken: list[str] = []
         deadline = time.monotonic() + shared.lease_ms / 1000
         for redis_key, reply in zip(redis_keys, replies, strict=True):
             if isinstance(reply, bytes):
+                self.shared.settle_inflight(redis_key, reply)
                 self._decode_into(found, by_redis_key[redis_key], redis_key, reply)
             elif reply == 1:
-                self._leases[redis_key] = (token, deadline)
+                # Ours to fetch: its in-flight entry is settled by set_many.
+                self.shared.leases[redis_key] = (token, deadline)
                 taken.append(redis_key)
             else:
                 waiting.append(redis_key)
         if taken:
-            self._lease_batches[token] = taken
+            self.shared.lease_batches[token] = taken
         if waiting and shared.stampede == "wait":
             await self._wait_for_values(waiting, by_redis_key, found)
-        shared.stats.hits += len(found)
-        shared.stats.misses += len(redis_keys) - len(found)
-        return found
+        # Still missing: another process holds the lease. This call fetches them (without
+        # writing) and set_many hands the values to the callers of this process that wait.
 
     async def set_many(self, values: Mapping[Hashable, V]) -> None:
         shared = self.shared
-        leases = self._leases
+        leases = self.shared.leases
         pairs: list[str] = []
         payload: list[str | bytes | int] = []
         batches: set[str] = set()
         for key, value in values.items():
             redis_key = self._redis_key(key)
-            lease = leases.pop(redis_key, None) if redis_key is not None else None
-            if redis_key is None or lease is None:
+            if redis_key is None:
+                continue
+            lease = leases.pop(redis_key, None)
+            if lease is None and redis_key not in self.shared.inflight:
                 shared.stats.writes_skipped += 1
                 continue
-            batches.add(lease[0])
+            if lease is not None:
+                batches.add(lease[0])
             try:
                 data = self.serializer.dumps(value)
             except Exception as error:
                 self._refuse(key, value, error)
-                leases[redis_key] = lease  # released below with the batch's others
+                self.shared.settle_inflight(redis_key, None)
+                if lease is not None:
+                    leases[redis_key] = lease  # released below with the batch's others
+                continue
+            self.shared.settle_inflight(redis_key, data)
+            if lease is None:
+                shared.stats.writes_skipped += 1  # another process holds the lease
                 continue
             pairs += (redis_key, redis_key + _LEASE_SUFFIX)
             payload += (lease[0], data)
         releases: list[str] = []
         tokens: list[str] = []
         for token in batches:
-            for redis_key in self._lease_batches.pop(token, ()):
+            for redis_key in self.shared.lease_batches.pop(token, ()):
                 lease = leases.get(redis_key)
                 if lease is not None and lease[0] == token:
                     del leases[redis_key]
+                    self.shared.settle_inflight(redis_key, None)
                     releases.append(redis_key + _LEASE_SUFFIX)
                     tokens.append(token)
         self._forget_expired_leases()
@@ -610,7 +689,8 @@ class RedisValueCache(Generic[V]):
             return
         doomed: list[str] = []
         for redis_key in by_redis_key:
-            self._leases.pop(redis_key, None)
+            shared.leases.pop(redis_key, None)
+            shared.settle_inflight(redis_key, None)
             doomed += (redis_key, redis_key + _LEASE_SUFFIX)
         message = json.dumps(
             {"ns": self.namespace, "keys": [k[len(self.namespace) :] for k in by_redis_key]}
@@ -715,6 +795,7 @@ class RedisValueCache(Generic[V]):
             waiting = []
             for redis_key, reply in zip(asked, replies, strict=True):
                 if isinstance(reply, bytes):
+                    self.shared.settle_inflight(redis_key, reply)
                     self._decode_into(found, by_redis_key[redis_key], redis_key, reply)
                 else:
                     waiting.append(redis_key)
@@ -722,14 +803,22 @@ class RedisValueCache(Generic[V]):
     def _forget_expired_leases(self) -> None:
         """Drop leases Redis has expired already (batches whose values were all errors
         never reach set_many), so these dicts stay small."""
-        if len(self._leases) > 1024 or len(self._lease_batches) > 1024:
+        if (
+            len(self.shared.leases) > 1024
+            or len(self.shared.lease_batches) > 1024
+            or len(self.shared.inflight) > 1024
+        ):
             now = time.monotonic()
-            for redis_key, (token, deadline) in list(self._leases.items()):
+            lease_seconds = self.shared.lease_ms / 1000
+            for redis_key, (_, started) in list(self.shared.inflight.items()):
+                if now - started > lease_seconds:
+                    self.shared.settle_inflight(redis_key, None)
+            for redis_key, (token, deadline) in list(self.shared.leases.items()):
                 if deadline < now:
-                    del self._leases[redis_key]
-                    self._lease_batches.pop(token, None)
-            for token in [t for t, keys in self._lease_batches.items() if not keys]:
-                del self._lease_batches[token]
+                    del self.shared.leases[redis_key]
+                    self.shared.lease_batches.pop(token, None)
+            for token in [t for t, keys in self.shared.lease_batches.items() if not keys]:
+                del self.shared.lease_batches[token]
 
 
 def _encode_key(key: Hashable) -> str:
