@@ -293,13 +293,19 @@ class RedisCache:
         *,
         timeout: float = 0.005,
         max_connections: int | None = None,
-        **options: Any,
+        failure_threshold: int = 3,
+        reset_timeout: float = 1.0,
+        stampede: Literal["fetch", "wait"] = "wait",
+        stampede_wait: float = 0.05,
+        lease_timeout: float = 5.0,
+        key_prefix: str = "aiodataloader:",
+        channel: str = "aiodataloader:invalidate",
     ) -> RedisCache:
         """A cache on a new client for ``url`` (``redis://``, ``rediss://``, ``unix://``).
 
         The client never retries (the loader has a better fallback: the batch function) and
-        its socket timeouts are a backstop behind ``timeout``. Other keyword arguments are
-        :class:`RedisCache` options."""
+        its socket timeouts are a backstop behind ``timeout``; ``max_connections`` bounds its
+        pool (redis-py's default otherwise). The other options are :class:`RedisCache`'s."""
         _check_positive(cls.__name__, "timeout", timeout)
         client = redis_asyncio.Redis.from_url(
             url,
@@ -309,7 +315,17 @@ class RedisCache:
             max_connections=max_connections,
             **_NO_CLIENT_SETINFO,
         )
-        return cls(client, timeout=timeout, **options)
+        return cls(
+            client,
+            timeout=timeout,
+            failure_threshold=failure_threshold,
+            reset_timeout=reset_timeout,
+            stampede=stampede,
+            stampede_wait=stampede_wait,
+            lease_timeout=lease_timeout,
+            key_prefix=key_prefix,
+            channel=channel,
+        )
 
     @overload
     def for_loader(

@@ -50,7 +50,7 @@ async def one_process(
     shared = RedisCache.from_url(
         redis_url,
         timeout=0.05,
-        stampede=mode,  # type: ignore[arg-type]
+        stampede="wait" if mode == "wait" else "fetch",
         stampede_wait=0.2,
         key_prefix=prefix,
         channel=prefix + "invalidate",
