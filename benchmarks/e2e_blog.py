@@ -8,13 +8,15 @@ Three versions of the same endpoints, measured in one run, interleaved round by 
   time window before each batch (a second server started with ``--batch-window-ms``).
 
 Each measurement runs ``--clients`` concurrent httpx clients for ``--duration`` seconds
-against one uvicorn worker over SQLite (aiosqlite) on 127.0.0.1, and records requests/s,
-p50/p99 latency and SQL queries/request (the server's ``X-Query-Count``). Prints a table with
-ratios against naive, writes ``benchmarks/results/e2e_blog.json`` and, when matplotlib is
-installed, the chart ``benchmarks/results/e2e_blog.png``.
+against one uvicorn worker over SQLAlchemy (SQLite, or ``--database-url``) on 127.0.0.1, and
+records requests/s, p50/p99 latency and SQL queries/request (the server's
+``X-Query-Count``). Prints a table with ratios against naive, writes
+``benchmarks/results/e2e_blog.json`` and, when matplotlib is installed, the chart
+``benchmarks/results/e2e_blog.png``.
 
-    python benchmarks/e2e_blog.py            # 1-3 minutes
-    python benchmarks/e2e_blog.py --quick    # a smoke run, about 10 seconds
+    python -m benchmarks.e2e_blog            # 1-3 minutes, from the repository root
+    python -m benchmarks.e2e_blog --quick    # a smoke run, about 10 seconds
+    python -m benchmarks.e2e_blog --database-url postgresql+asyncpg://postgres@127.0.0.1/blog
 
 A measurement ends when its last in-flight request is answered (those count too), so under
 50 clients the naive version's measurements run past ``--duration`` by one full latency.
@@ -36,17 +38,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `examples` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import httpx
 
+from demo.report import POSTS_QUERY, percentile
+from demo.server import BlogServer
 from examples.blog.app import QUERY_COUNT_HEADER
-from examples.blog.demo import POSTS_QUERY
-from examples.blog.server import REPO_ROOT, BlogServer
-from examples.blog.stats import percentile
 
-RESULTS = REPO_ROOT / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @dataclass(frozen=True)
@@ -225,7 +223,7 @@ def write_chart(summaries: dict[tuple[str, str], dict[str, float]], title: str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python benchmarks/e2e_blog.py",
+        prog="python -m benchmarks.e2e_blog",
         description="The blog on uvicorn under load: naive vs loaders vs loaders + window.",
     )
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients")
@@ -235,15 +233,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 clients, 0.3 s, 1 round")
     parser.add_argument("--chart", type=Path, default=RESULTS / "e2e_blog.png")
     parser.add_argument("--json", type=Path, default=RESULTS / "e2e_blog.json")
+    parser.add_argument(
+        "--database-url", default=None, help="a SQLAlchemy async URL (default: SQLite files)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.duration, args.rounds = 4, 0.3, 1
 
     with ExitStack() as stack:
         # Both start at once; the windowed one serves only the "loaders + window" version.
-        plain = BlogServer.start()
+        plain = BlogServer.start(database_url=args.database_url)
         stack.callback(plain.stop)
-        windowed = BlogServer.start(batch_window_ms=args.window_ms)
+        if args.database_url is not None:
+            plain.wait_until_ready()  # it creates and seeds the shared database first
+        windowed = BlogServer.start(batch_window_ms=args.window_ms, database_url=args.database_url)
         stack.callback(windowed.stop)
         plain.wait_until_ready()
         windowed.wait_until_ready()
@@ -253,8 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     summaries = {key: m.summary() for key, m in results.items()}
     header = (
         f"e2e blog benchmark: {args.clients} concurrent clients (httpx), {args.rounds} "
-        f"interleaved round(s) x {args.duration:g} s per version; one uvicorn worker, SQLite "
-        f"via aiosqlite, 127.0.0.1; window = batch_schedule_fn call_later({args.window_ms:g} ms); "
+        f"interleaved round(s) x {args.duration:g} s per version; one uvicorn worker, "
+        f"{'SQLite' if args.database_url is None else args.database_url.split(':')[0]}, "
+        f"127.0.0.1; window = batch_schedule_fn call_later({args.window_ms:g} ms); "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
     )
     print(format_table(summaries, header))
@@ -280,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     title = (
-        f"aiodataloader: blog example on uvicorn + SQLite, {args.clients} concurrent clients, "
+        f"aiodataloader: blog example on uvicorn + SQLAlchemy, {args.clients} concurrent clients, "
         "20 posts with author, tags, comments and their authors per request"
     )
     if write_chart(summaries, title, args.chart):

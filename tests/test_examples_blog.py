@@ -1,4 +1,4 @@
-"""Runs examples/blog in-process over httpx, on a real (smaller) SQLite database.
+"""Runs examples/blog in-process over httpx, on real (smaller) SQLite and PostgreSQL databases.
 
 The point of the example is the number of SQL queries, so the tests assert it exactly: the
 loader endpoints make one query per loader per level, the naive ones one per related row.
@@ -14,21 +14,35 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import QueuePool, func, select
 
+from demo.report import AUTHOR_QUERY, POSTS_QUERY
 from examples.blog import queries
 from examples.blog.app import QUERY_COUNT_HEADER, create_app
 from examples.blog.db import Database, SeedSize
-from examples.blog.demo import AUTHOR_QUERY, POSTS_QUERY
-from examples.blog.loaders import DatabaseLoader
+from examples.blog.loaders import SessionLoader
+from examples.blog.models import Comment
+
+from .examples_support import postgres_database
 
 pytestmark = pytest.mark.anyio
 
 SMALL = SeedSize(authors=40, posts=300, comments=3_000)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """None: the example's default, a new SQLite file; else a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+    else:
+        async with postgres_database() as url:
+            yield url
+
+
 @pytest.fixture
-async def app() -> AsyncIterator[FastAPI]:
-    app = create_app(seed_size=SMALL)
+async def app(database_url: str | None) -> AsyncIterator[FastAPI]:
+    app = create_app(database_url, seed_size=SMALL)
     async with app.router.lifespan_context(app):
         yield app
 
@@ -38,6 +52,18 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://blog") as client:
         yield client
+
+
+def database(app: FastAPI) -> Database:
+    db: Database = app.state.db
+    return db
+
+
+def checked_out(app: FastAPI) -> int:
+    """Connections of the app's pool in use right now."""
+    pool = database(app).engine.pool
+    assert isinstance(pool, QueuePool)  # the async engines' default, SQLite files included
+    return pool.checkedout()
 
 
 async def get(client: httpx.AsyncClient, path: str, **params: Any) -> tuple[Any, int]:
@@ -56,9 +82,9 @@ async def graphql(
     return body["data"], int(response.headers[QUERY_COUNT_HEADER])
 
 
-def live_loaders() -> list[DatabaseLoader[Any]]:
+def live_loaders() -> list[SessionLoader[Any]]:
     gc.collect()
-    return [o for o in gc.get_objects() if isinstance(o, DatabaseLoader)]
+    return [o for o in gc.get_objects() if isinstance(o, SessionLoader)]
 
 
 def other_tasks() -> set[asyncio.Task[Any]]:
@@ -169,6 +195,7 @@ async def test_bad_input_is_refused_and_leaves_nothing_behind(
         "{ nope }",  # unknown field
         "{ posts(limit: 0) { id } }",  # out of range
         '{ author(id: "x") { name } }',  # wrong type
+        "{ author(id: 9223372036854775808) { name } }",  # not a GraphQL Int (32 bits)
     ):
         response = await client.post("/graphql", json={"query": document})
         body = response.json()
@@ -179,17 +206,119 @@ async def test_bad_input_is_refused_and_leaves_nothing_behind(
 
     assert other_tasks() <= tasks_before
     assert live_loaders() == []
-    db: Database = app.state.db
-    assert not db.closed
+    assert checked_out(app) == 0
     assert (await get(client, "/posts", limit=2))[1] == 5
+
+
+TOO_LARGE = "Input should be less than or equal to 9223372036854775807"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [
+        # Ids the database cannot hold: refused before they reach the driver.
+        ("GET", "/authors/9223372036854775808", None, 422, TOO_LARGE),
+        ("GET", "/naive/authors/99999999999999999999999", None, 422, TOO_LARGE),
+        (
+            "POST",
+            "/posts/9223372036854775808/comments",
+            '{"author_id": 1, "body": "x"}',
+            422,
+            TOO_LARGE,
+        ),
+        (
+            "POST",
+            "/posts/1/comments",
+            '{"author_id": 9223372036854775808, "body": "x"}',
+            422,
+            TOO_LARGE,
+        ),
+        # Values whose echo in a 422 cannot be rendered as JSON.
+        (
+            "POST",
+            "/posts/1/comments",
+            '{"author_id": 1e400, "body": "x"}',
+            422,
+            "Input should be a valid integer",
+        ),
+        (
+            "POST",
+            "/posts/1/comments",
+            '{"author_id": "\\ud800", "body": "x"}',
+            422,
+            "Input should be a valid integer",
+        ),
+        (
+            "POST",
+            "/posts/1/comments",
+            '{"author_id": 1, "body": "\\ud800"}',
+            422,
+            "unable to parse raw data as a unicode string",
+        ),
+        (
+            "POST",
+            "/posts/1/comments",
+            '{"author_id": 1, "body": "x", "\\ud800": 1}',
+            422,
+            "unable to parse raw data as a unicode string",
+        ),
+        # A JSON document that is not a GraphQL request.
+        ("POST", "/graphql", '"{ posts { id } }"', 400, "the request body must be a JSON object"),
+        ("POST", "/graphql", "[1, 2]", 400, "got a JSON list"),
+    ],
+)
+async def test_hostile_input_gets_a_clear_4xx(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    body: str | None,
+    status: int,
+    message: str,
+) -> None:
+    counts = await database(app).table_counts()
+    headers = {"content-type": "application/json"}
+    response = await client.request(method, path, content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert message in response.text
+    assert await database(app).table_counts() == counts
+    assert checked_out(app) == 0
+
+
+async def test_body_over_the_limit_is_413_without_reading_it(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    chunks_read = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal chunks_read
+        for _ in range(1_000):  # 64 MB, if it were all read
+            chunks_read += 1
+            yield b"x" * 65_536
+
+    chunked = await client.post(
+        "/graphql", content=body(), headers={"content-type": "application/json"}
+    )
+    assert chunked.status_code == 413
+    assert chunks_read < 10  # refused at the limit, not after the whole body
+
+    declared = await client.post(
+        "/posts/1/comments",
+        content=b"{" + b" " * 70_000 + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert declared.status_code == 413
+    assert "Content Too Large" in declared.text
+    # Just under the limit is read as usual.
+    small = await client.post("/graphql", json={"query": "{ posts(limit: 1) { id } }"})
+    assert small.status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/posts", "/naive/posts"])
 async def test_request_cancelled_mid_way_leaves_database_usable(
     app: FastAPI, client: httpx.AsyncClient, path: str
 ) -> None:
-    db: Database = app.state.db
-    counts = await db.table_counts()
+    counts = await database(app).table_counts()
     tasks_before = other_tasks()
 
     request = asyncio.ensure_future(client.get(path, params={"limit": 100}))
@@ -198,29 +327,31 @@ async def test_request_cancelled_mid_way_leaves_database_usable(
     with pytest.raises(asyncio.CancelledError):
         await request
 
-    await asyncio.sleep(0.05)  # let aiosqlite's thread finish the abandoned query
+    for _ in range(100):  # let the driver finish the abandoned query
+        if checked_out(app) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert checked_out(app) == 0
     assert other_tasks() <= tasks_before
     assert live_loaders() == []
-    assert await db.table_counts() == counts
+    assert await database(app).table_counts() == counts
     posts, queries = await get(client, path, limit=3)
     assert len(posts) == 3
     assert queries >= 4
 
 
-async def test_lifespan_seeds_deterministically_and_closes_the_database() -> None:
+async def test_lifespan_seeds_deterministically_and_disposes_the_engine() -> None:
     size = SeedSize(authors=10, posts=50, comments=200)
     snapshots = []
     for _ in range(2):
         app = create_app(seed_size=size)
         async with app.router.lifespan_context(app):
-            db: Database = app.state.db
+            db = database(app)
             counts = await db.table_counts()
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
                 snapshots.append((await get(client, "/posts", limit=50))[0])
-        assert db.closed
-        with pytest.raises(ValueError, match="no active connection"):
-            await db.fetch_all("SELECT 1")
+        assert checked_out(app) == 0
     assert counts["authors"] == 10
     assert counts["posts"] == 50
     assert counts["comments"] == 200
@@ -232,8 +363,7 @@ async def test_lifespan_seeds_deterministically_and_closes_the_database() -> Non
 async def test_default_database_size() -> None:
     app = create_app()
     async with app.router.lifespan_context(app):
-        db: Database = app.state.db
-        counts = await db.table_counts()
+        counts = await database(app).table_counts()
     assert counts["authors"] == 200
     assert counts["posts"] == 2_000
     assert counts["comments"] == 20_000
@@ -249,100 +379,93 @@ async def test_openapi_documents_both_versions(client: httpx.AsyncClient) -> Non
     assert limit["schema"]["maximum"] == 100
 
 
-async def test_add_comment_commits_and_is_read_back(client: httpx.AsyncClient) -> None:
+async def test_add_comment_reads_its_own_write_through_the_loaders(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    [before], _ = await get(client, "/posts", limit=1)
+
     response = await client.post(
         f"/posts/{SMALL.posts}/comments", json={"author_id": 3, "body": "Batched, finally."}
     )
     assert response.status_code == 201, response.text
-    created = response.json()
+    post = response.json()
+    # The endpoint loaded the post's comments before its INSERT, and answers with what its
+    # loaders read after it: the new comment is there, on top of the old ones.
+    assert post["comments"][:-1] == before["comments"]
+    created = post["comments"][-1]
     assert created["body"] == "Batched, finally."
     assert created["author"]["id"] == 3
+    # post; author check; comments before; INSERT; then the read-back: author, tags,
+    # comments, comment authors (the comment authors' batch may join the post author's one).
+    assert 7 <= int(response.headers[QUERY_COUNT_HEADER]) <= 9
 
-    [post], _ = await get(client, "/posts", limit=1)
-    assert post["comments"][-1] == created
+    [after], _ = await get(client, "/posts", limit=1)
+    assert after == post  # committed
     [naive_post], _ = await get(client, "/naive/posts", limit=1)
     assert naive_post == post
+    assert checked_out(app) == 0
 
 
 @pytest.mark.parametrize(
-    ("path", "body", "status"),
+    ("path", "body", "status", "detail"),
     [
-        ("/posts/100000/comments", {"author_id": 1, "body": "hi"}, 404),
-        ("/posts/1/comments", {"author_id": 100000, "body": "hi"}, 422),
-        ("/posts/1/comments", {"author_id": 1, "body": ""}, 422),
-        ("/posts/1/comments", {"author_id": 1, "body": "x" * 2001}, 422),
-        ("/posts/1/comments", {"body": "hi"}, 422),
-        ("/posts/x/comments", {"author_id": 1, "body": "hi"}, 422),
+        ("/posts/100000/comments", {"author_id": 1, "body": "hi"}, 404, "post 100000 not found"),
+        ("/posts/1/comments", {"author_id": 100000, "body": "hi"}, 422, "author 100000 does"),
+        ("/posts/1/comments", {"author_id": 1, "body": ""}, 422, "at least 1 character"),
+        ("/posts/1/comments", {"author_id": 1, "body": "x" * 2001}, 422, "at most 2000"),
+        ("/posts/1/comments", {"body": "hi"}, 422, "Field required"),
+        ("/posts/1/comments", {"author_id": "1", "body": "hi"}, 422, "valid integer"),
+        ("/posts/x/comments", {"author_id": 1, "body": "hi"}, 422, "valid integer"),
+        ("/posts/0/comments", {"author_id": 1, "body": "hi"}, 422, "greater than or equal to 1"),
     ],
 )
 async def test_add_comment_refuses_bad_input(
-    app: FastAPI, client: httpx.AsyncClient, path: str, body: dict[str, Any], status: int
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    path: str,
+    body: dict[str, Any],
+    status: int,
+    detail: str,
 ) -> None:
-    db: Database = app.state.db
-    counts = await db.table_counts()
+    counts = await database(app).table_counts()
     response = await client.post(path, json=body)
     assert response.status_code == status, response.text
-    assert await db.table_counts() == counts
+    assert detail in response.text
+    assert await database(app).table_counts() == counts
 
 
-async def test_request_failing_mid_transaction_changes_nothing(
+async def test_request_failing_after_its_insert_changes_nothing(
     app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db: Database = app.state.db
-    counts = await db.table_counts()
-    original = queries.insert_comment
+    counts = await database(app).table_counts()
+    original = queries.add
 
-    async def insert_then_fail(*args: Any) -> int:
+    async def insert_then_fail(*args: Any) -> None:
         await original(*args)
         raise RuntimeError("the request fails after its INSERT")
 
-    monkeypatch.setattr(queries, "insert_comment", insert_then_fail)
+    monkeypatch.setattr(queries, "add", insert_then_fail)
     with pytest.raises(RuntimeError, match="after its INSERT"):
         await client.post("/posts/1/comments", json={"author_id": 1, "body": "lost"})
-    assert await db.table_counts() == counts  # rolled back
+    assert await database(app).table_counts() == counts  # never committed: rolled back
+    assert checked_out(app) == 0
 
-    monkeypatch.setattr(queries, "insert_comment", original)
+    monkeypatch.setattr(queries, "add", original)
     response = await client.post("/posts/1/comments", json={"author_id": 1, "body": "kept"})
-    assert response.status_code == 201  # the write lock was released
-    assert (await db.table_counts())["comments"] == counts["comments"] + 1
+    assert response.status_code == 201
+    assert (await database(app).table_counts())["comments"] == counts["comments"] + 1
     assert live_loaders() == []
 
 
-async def test_readers_never_see_uncommitted_rows(app: FastAPI) -> None:
-    db: Database = app.state.db
+async def test_other_sessions_never_see_uncommitted_rows(app: FastAPI) -> None:
+    db = database(app)
     before = await db.table_counts()
-    seen_inside = {}
-
-    async def insert_then_abort() -> None:
-        async with db.transaction() as tx:
-            await tx.execute("INSERT INTO comments (post_id, author_id, body) VALUES (1, 1, 'x')")
-            seen_inside.update(await db.table_counts())
-            raise RuntimeError("abort")
-
-    with pytest.raises(RuntimeError, match="abort"):
-        await insert_then_abort()
-    assert seen_inside == before  # the readers' view while the transaction was open
+    async with db.sessionmaker() as writer:
+        writer.add(Comment(post_id=1, author_id=1, body="x"))
+        await writer.flush()
+        seen_by_writer = await writer.scalar(select(func.count()).select_from(Comment))
+        seen_by_others = await db.table_counts()
+        await writer.rollback()
+    assert seen_by_writer == before["comments"] + 1
+    assert seen_by_others == before
     assert await db.table_counts() == before
-
-
-async def test_cancelled_transaction_rolls_back_and_releases_the_lock(app: FastAPI) -> None:
-    db: Database = app.state.db
-    before = await db.table_counts()
-    inserted = asyncio.Event()
-
-    async def insert_then_hang() -> None:
-        async with db.transaction() as tx:
-            await tx.execute("INSERT INTO comments (post_id, author_id, body) VALUES (1, 1, 'x')")
-            inserted.set()
-            await asyncio.Event().wait()  # a client that disconnects here cancels the request
-
-    task = asyncio.ensure_future(insert_then_hang())
-    await inserted.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert await db.table_counts() == before
-
-    async with db.transaction() as tx:  # not deadlocked: the lock and the writer are free
-        await tx.execute("INSERT INTO comments (post_id, author_id, body) VALUES (1, 1, 'y')")
-    assert (await db.table_counts())["comments"] == before["comments"] + 1

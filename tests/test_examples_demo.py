@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from examples.blog import demo
-from examples.blog.server import REPO_ROOT
+from demo import report as demo
+from demo.server import REPO_ROOT
 
 
 def check_report(out: str) -> None:
@@ -31,14 +31,14 @@ def check_report(out: str) -> None:
     assert rows["GraphQL author(id) {posts {tags}}"][1] == "3"
     assert "latency p50 / p95 (ms)" in out
     assert "naive and loader responses: identical" in out
-    assert "bad input: all 6 checks passed" in out
+    assert "bad input: all 9 checks passed" in out
     assert "FAILED" not in out
     assert re.search(r"^Conclusion: .* 5 instead of 251 \(50x fewer\)", out, re.MULTILINE)
 
 
 def test_demo_reports_then_serves_until_interrupted() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "examples.blog.demo", "--quick", "--serve"],
+        [sys.executable, "-m", "demo", "--quick", "--serve"],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,

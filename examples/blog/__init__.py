@@ -1,18 +1,20 @@
-"""A FastAPI blog over a real SQLite database, with and without DataLoaders.
+"""A FastAPI blog on SQLAlchemy 2.0 async, with and without DataLoaders.
 
-- ``db.py``: the schema, a deterministic seed, and the connections (one for reads, one for
-  write transactions) behind a thin wrapper that counts each request's queries.
-- ``queries.py``: the SQL, written once as batched reads (``... WHERE id IN (...)``).
-- ``loaders.py``: one DataLoader per batched read, and the registry of their factories.
-- ``rest.py``: ``GET /posts`` and ``GET /authors/{id}`` through loaders, and
-  ``POST /posts/{id}/comments`` in a transaction.
+- ``models.py``: the ORM models (authors, posts, comments, tags).
+- ``db.py``: the engine, the seed, the request's :class:`~examples.blog.db.SharedSession`
+  (one ``AsyncSession`` per request, used by one task at a time) and the statement counter
+  behind ``X-Query-Count``.
+- ``queries.py``: the ``select(...)`` statements, written once as batched reads.
+- ``loaders.py``: one DataLoader per batched read, their registry, and ``save()``, the rule
+  for reading your own writes.
+- ``rest.py``: ``GET /posts``, ``GET /authors/{id}`` and ``POST /posts/{id}/comments``.
 - ``naive.py``: the same endpoints with one query per related row: the N+1 anti-pattern.
-- ``graphql_api.py``: a Strawberry schema served at ``/graphql`` (loaders) and
-  ``/naive/graphql`` (one query per resolved field).
-- ``app.py``: ``create_app()``, the lifespan that opens, seeds and closes the database.
-- ``demo.py``: runs the app on uvicorn, sends a scripted set of requests, prints the report.
-- ``server.py``: starts the app on uvicorn in a child process (for the demo and benchmark).
+- ``graphql_api.py``: a Strawberry schema at ``/graphql`` (loaders) and ``/naive/graphql``
+  (one query per resolved field), with depth, alias, token and list-size limits.
+- ``guards.py``: bad input gets a clear 4xx, never a 500.
+- ``app.py``: ``create_app()``; the lifespan opens, seeds and disposes of the database.
 
-Run it with ``python -m examples.blog`` (a server: API docs at /docs, GraphiQL at /graphql),
-``python -m examples.blog.demo`` (the report) or ``bash scripts/demo.sh`` (a fresh machine).
+Run it with ``python -m examples.blog`` (API docs at /docs, GraphiQL at /graphql; SQLite by
+default, ``--database-url postgresql+asyncpg://...`` for PostgreSQL). ``python -m demo``
+prints the naive-against-loaders report.
 """

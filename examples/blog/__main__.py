@@ -1,4 +1,4 @@
-"""Serve the blog example: ``python -m examples.blog [--port 8000] [--batch-window-ms 2]``."""
+"""Serve the blog example: ``python -m examples.blog [--port 8000] [--database-url URL]``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a SQLAlchemy async URL, e.g. postgresql+asyncpg://user@127.0.0.1/blog "
+        "(default: a new SQLite file in a temporary folder); its tables are created, and "
+        "seeded when empty",
+    )
+    parser.add_argument(
         "--batch-window-ms",
         type=float,
         default=None,
@@ -22,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     window = None if args.batch_window_ms is None else args.batch_window_ms / 1000
-    app = create_app(batch_window_seconds=window)
+    app = create_app(args.database_url, batch_window_seconds=window)
     base = f"http://{args.host}:{args.port}"
     print(f"blog example on {base}: API docs {base}/docs, GraphiQL {base}/graphql", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -1,18 +1,20 @@
 """The blog app: ``create_app()`` wires the database, the loaders and the routes.
 
-The lifespan creates the SQLite database in a temporary folder, opens its connections, seeds
-it, and closes the connections (and removes the folder) on shutdown. Every response carries
-``X-Query-Count``: the SQL queries it ran.
+The lifespan opens the database (by default a new SQLite file in a temporary folder, removed
+on shutdown), creates and seeds it, and disposes of the engine on shutdown. Every response
+carries ``X-Query-Count``: the SQL statements it ran.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,13 +22,14 @@ from aiodataloader.asgi import LoaderMiddleware
 from examples.blog import naive, rest
 from examples.blog.db import DEFAULT_SEED_SIZE, Database, SeedSize, count_queries
 from examples.blog.graphql_api import graphql_router
-from examples.blog.loaders import build_registry
+from examples.blog.guards import MAX_BODY_BYTES, validation_error
+from examples.blog.loaders import build_registry, close_request_session
 
 QUERY_COUNT_HEADER = "X-Query-Count"
 
 
 class QueryCountMiddleware:
-    """Counts the SQL queries of each HTTP request and reports them in ``X-Query-Count``."""
+    """Counts the SQL statements of each HTTP request and reports them in ``X-Query-Count``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -46,38 +49,63 @@ class QueryCountMiddleware:
             await self.app(scope, receive, send_with_count)
 
 
-def create_app(
-    *, batch_window_seconds: float | None = None, seed_size: SeedSize = DEFAULT_SEED_SIZE
-) -> FastAPI:
-    """The blog app over a new SQLite database in a temporary folder, seeded at startup.
+class RequestSessionMiddleware:
+    """Closes the request's session after the loaders' teardown."""
 
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            await close_request_session(scope)
+
+
+def create_app(
+    database_url: str | None = None,
+    *,
+    seed_size: SeedSize = DEFAULT_SEED_SIZE,
+    batch_window_seconds: float | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    **engine_options: Any,
+) -> FastAPI:
+    """The blog app over ``database_url`` (default: a new SQLite file), seeded at startup
+    when its tables are empty.
+
+    ``engine_options`` go to ``create_async_engine`` (e.g. ``pool_size=2``).
     ``batch_window_seconds`` gives every loader a ``batch_schedule_fn`` that waits that long
     before dispatching a batch (for the benchmark); by default batches run at once.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with tempfile.TemporaryDirectory(prefix="aiodataloader-blog-") as folder:
-            db = await Database.open(Path(folder) / "blog.sqlite3")
-            try:
-                await db.create_and_seed(seed_size)
-                app.state.db = db
-                yield
-            finally:
-                await db.close()
+        async with AsyncExitStack() as stack:
+            url = database_url
+            if url is None:
+                folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="blog-"))
+                url = f"sqlite+aiosqlite:///{Path(folder) / 'blog.sqlite3'}"
+            db = Database.open(url, **engine_options)
+            stack.push_async_callback(db.close)
+            await db.create_and_seed(seed_size)
+            app.state.db = db
+            yield
 
     app = FastAPI(
         title="aiodataloader blog example",
         description=(
-            "Posts, authors, comments and tags in SQLite. `/posts`, `/authors/{id}` and "
+            "Posts, authors, comments and tags in SQLAlchemy. `/posts`, `/authors/{id}` and "
             "`/graphql` load through request-scoped DataLoaders; the `/naive/...` routes are "
             "the N+1 anti-pattern, kept for comparison. Every response has an "
             f"`{QUERY_COUNT_HEADER}` header."
         ),
         lifespan=lifespan,
+        max_body_size=max_body_bytes,
     )
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(LoaderMiddleware, registry=build_registry(batch_window_seconds))
-    # Added last, so it wraps LoaderMiddleware and counts the loaders' queries too.
+    app.add_middleware(RequestSessionMiddleware)
+    # Added after LoaderMiddleware, so it wraps it and counts the loaders' queries too.
     app.add_middleware(QueryCountMiddleware)
 
     app.include_router(rest.router)

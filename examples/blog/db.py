@@ -1,55 +1,40 @@
-"""The blog's SQLite database: schema, deterministic seed, and a wrapper that counts queries.
+"""The blog's database: the engine, the request's shared session, the seed, and a counter of
+SQL statements.
 
-Every SQL statement a request runs goes through :meth:`Database.fetch_all`, which adds one
-to the :class:`QueryCounter` of the current request (a context variable set by
-``QueryCountMiddleware`` in ``app.py``). That number is what the ``X-Query-Count`` header
-reports, so the N+1 problem is visible in every response.
+SQLite through aiosqlite is the default (a file in a temporary folder, nothing to install);
+any SQLAlchemy async URL works, e.g. ``postgresql+asyncpg://user@host/db``.
+
+Every statement goes through SQLAlchemy's ``before_cursor_execute`` event, which adds one to
+the :class:`QueryCounter` of the current request (a context variable set by
+``QueryCountMiddleware`` in ``app.py``). That number is the ``X-Query-Count`` header, so the
+N+1 problem is visible in every response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import aiosqlite
+from sqlalchemy import event, func, insert, select, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
-SCHEMA = """
-CREATE TABLE authors (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    email TEXT NOT NULL UNIQUE
-);
-CREATE TABLE posts (
-    id INTEGER PRIMARY KEY,
-    author_id INTEGER NOT NULL REFERENCES authors (id),
-    title TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX posts_author_id ON posts (author_id);
-CREATE TABLE comments (
-    id INTEGER PRIMARY KEY,
-    post_id INTEGER NOT NULL REFERENCES posts (id),
-    author_id INTEGER NOT NULL REFERENCES authors (id),
-    body TEXT NOT NULL
-);
-CREATE INDEX comments_post_id ON comments (post_id);
-CREATE TABLE tags (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
-);
-CREATE TABLE post_tags (
-    post_id INTEGER NOT NULL REFERENCES posts (id),
-    tag_id INTEGER NOT NULL REFERENCES tags (id),
-    PRIMARY KEY (post_id, tag_id)
-) WITHOUT ROWID;
-"""
+from examples.blog.models import Author, Base, Comment, Post, Tag, post_tags
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: The largest id a column of the blog (64-bit integers on every database) can hold.
+MAX_ID = 2**63 - 1
 
 TAG_NAMES = [
     "python",
@@ -123,10 +108,10 @@ _current_counter: ContextVar[QueryCounter | None] = ContextVar("blog_query_count
 
 @contextmanager
 def count_queries() -> Iterator[QueryCounter]:
-    """Count the queries run in this context (and in tasks it starts) until the block exits.
+    """Count the statements run in this context (and in tasks it starts) until the block exits.
 
-    The counter is a mutable object, so a DataLoader's dispatch task, which runs in a copy of
-    the request's context, adds to the same counter.
+    The counter is a mutable object, so a DataLoader's batch task, which runs in a copy of the
+    request's context, adds to the same counter.
     """
     counter = QueryCounter()
     token = _current_counter.set(counter)
@@ -136,115 +121,112 @@ def count_queries() -> Iterator[QueryCounter]:
         _current_counter.reset(token)
 
 
-class Database:
-    """The blog's SQLite file through two aiosqlite connections, opened in the app's lifespan
-    and closed on shutdown: one for reads, one for writes.
-
-    WAL mode lets reads go on while a write transaction is open, and a reader never sees
-    rows that a transaction has not committed yet (or will roll back).
-    """
-
-    def __init__(self, reader: aiosqlite.Connection, writer: aiosqlite.Connection) -> None:
-        self._reader = reader
-        self._writer = writer
-        # One write transaction at a time: they share the writer connection.
-        self._write_lock = asyncio.Lock()
-        self.closed = False
-
-    @classmethod
-    async def open(cls, path: str | Path) -> Database:
-        writer = await aiosqlite.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT
-        try:
-            await writer.execute("PRAGMA journal_mode = WAL")
-            await writer.execute("PRAGMA foreign_keys = ON")
-            reader = await aiosqlite.connect(path)
-        except BaseException:
-            await writer.close()
-            raise
-        return cls(reader, writer)
-
-    async def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                await self._reader.close()
-            finally:
-                await self._writer.close()
-
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        _count_query()
-        async with self._reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` if the block raises anything
-        (an error, a cancelled request): a request that fails mid-way changes nothing."""
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield Transaction(self._writer)
-            except BaseException:
-                # Shielded: a cancelled request still rolls back before the lock is released.
-                await asyncio.shield(self._writer.rollback())
-                raise
-            await self._writer.commit()
-
-    async def create_and_seed(self, size: SeedSize = DEFAULT_SEED_SIZE, seed: int = 2024) -> None:
-        """Create the tables and fill them with the same data on every run, in one
-        transaction: a failure leaves an empty, consistent database."""
-        rows = _seed_rows(size, seed)
-        await self._writer.executescript(SCHEMA)
-        async with self.transaction() as tx:
-            await tx.executemany("INSERT INTO authors VALUES (?, ?, ?)", rows.authors)
-            await tx.executemany("INSERT INTO tags VALUES (?, ?)", rows.tags)
-            await tx.executemany("INSERT INTO posts VALUES (?, ?, ?, ?)", rows.posts)
-            await tx.executemany("INSERT INTO post_tags VALUES (?, ?)", rows.post_tags)
-            await tx.executemany("INSERT INTO comments VALUES (?, ?, ?, ?)", rows.comments)
-
-    async def table_counts(self) -> dict[str, int]:
-        counts = {}
-        for table in ("authors", "posts", "comments", "tags", "post_tags"):
-            [[count]] = await self.fetch_all(f"SELECT count(*) FROM {table}")
-            counts[table] = int(count)
-        return counts
-
-
-class Transaction:
-    """Statements inside :meth:`Database.transaction`, counted like reads."""
-
-    def __init__(self, connection: aiosqlite.Connection) -> None:
-        self._connection = connection
-
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        _count_query()
-        async with self._connection.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int | None:
-        """Runs ``sql``; returns the id of the row it inserted, if any."""
-        _count_query()
-        async with self._connection.execute(sql, params) as cursor:
-            return cursor.lastrowid
-
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        _count_query()
-        await self._connection.executemany(sql, rows)
-
-
-def _count_query() -> None:
+def _count_statement(*_: object) -> None:
     counter = _current_counter.get()
     if counter is not None:
         counter.count += 1
 
 
+class SharedSession:
+    """The request's one ``AsyncSession``, shared by the endpoint and every loader, used by
+    one task at a time.
+
+    Two loaders' batches run as concurrent tasks, and an ``AsyncSession`` must never be used
+    by two tasks at once. :meth:`run` holds a per-request lock for the whole of one unit of
+    work, so batches take turns on the request's single connection. A request therefore never
+    holds more than one connection, and no number of concurrent requests can exhaust the pool
+    (they queue for it instead), whatever their loaders do.
+
+    Don't await a loader inside ``work``: its batch would wait for the lock that ``work``
+    holds.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self._lock = asyncio.Lock()
+
+    async def run(
+        self,
+        work: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``await work(session, *args, **kwargs)``, alone on the session."""
+        async with self._lock:
+            return await work(self.session, *args, **kwargs)
+
+
+class Database:
+    """The engine and session factory, made in the app's lifespan and disposed on shutdown."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        # expire_on_commit=False: after a commit, rows already read stay readable without
+        # another (implicit, and in async impossible) query.
+        self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+
+    @classmethod
+    def open(cls, url: str, **engine_options: Any) -> Database:
+        """A database at ``url`` (``sqlite+aiosqlite:///...``, ``postgresql+asyncpg://...``);
+        ``engine_options`` go to ``create_async_engine`` (e.g. ``pool_size``)."""
+        return cls(create_async_engine(url, **engine_options))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def create_and_seed(self, size: SeedSize = DEFAULT_SEED_SIZE, seed: int = 2024) -> None:
+        """Create the tables if needed and, if they are empty, fill them with the same data on
+        every run, in one transaction."""
+        async with self.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+        async with self.sessionmaker.begin() as session:
+            if await session.scalar(select(func.count()).select_from(Author)):
+                return
+            rows = _seed_rows(size, seed)
+            await session.execute(insert(Author), rows.authors)
+            await session.execute(insert(Tag), rows.tags)
+            await session.execute(insert(Post), rows.posts)
+            await session.execute(insert(post_tags), rows.post_tags)
+            await session.execute(insert(Comment), rows.comments)
+            if self.engine.dialect.name == "postgresql":
+                # The seed sets ids explicitly, which does not advance the id sequences.
+                for table in ("authors", "tags", "posts", "comments"):
+                    await session.execute(
+                        text(
+                            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                            f"(SELECT max(id) FROM {table}))"
+                        )
+                    )
+
+    async def table_counts(self) -> dict[str, int]:
+        counts = {}
+        async with self.sessionmaker() as session:
+            for model in (Author, Post, Comment, Tag):
+                counts[model.__tablename__] = await session.scalar(
+                    select(func.count()).select_from(model)
+                )
+            counts["post_tags"] = await session.scalar(select(func.count()).select_from(post_tags))
+        return {name: int(count or 0) for name, count in counts.items()}
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: object) -> None:
+    # WAL: readers go on while a write transaction is open. Foreign keys: off by default.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
 @dataclass(frozen=True)
 class _SeedRows:
-    authors: list[tuple[int, str, str]]
-    tags: list[tuple[int, str]]
-    posts: list[tuple[int, int, str, str]]
-    post_tags: list[tuple[int, int]]
-    comments: list[tuple[int, int, int, str]]
+    authors: list[dict[str, Any]]
+    tags: list[dict[str, Any]]
+    posts: list[dict[str, Any]]
+    post_tags: list[dict[str, Any]]
+    comments: list[dict[str, Any]]
 
 
 def _sentence(rng: random.Random, words: int) -> str:
@@ -255,26 +237,35 @@ def _seed_rows(size: SeedSize, seed: int) -> _SeedRows:
     rng = random.Random(seed)
     first, last = _FIRST.split(), _LAST.split()
     authors = [
-        (i, f"{rng.choice(first)} {rng.choice(last)}", f"author{i}@example.com")
+        {
+            "id": i,
+            "name": f"{rng.choice(first)} {rng.choice(last)}",
+            "email": f"author{i}@example.com",
+        }
         for i in range(1, size.authors + 1)
     ]
-    tags = list(enumerate(TAG_NAMES, start=1))
+    tags = [{"id": i, "name": name} for i, name in enumerate(TAG_NAMES, start=1)]
     posts = [
-        (i, rng.randint(1, size.authors), _sentence(rng, 5), _sentence(rng, 30))
+        {
+            "id": i,
+            "author_id": rng.randint(1, size.authors),
+            "title": _sentence(rng, 5),
+            "body": _sentence(rng, 30),
+        }
         for i in range(1, size.posts + 1)
     ]
-    post_tags = sorted(
-        (post_id, tag_id)
+    links = [
+        {"post_id": post_id, "tag_id": tag_id}
         for post_id in range(1, size.posts + 1)
-        for tag_id in rng.sample(range(1, len(tags) + 1), rng.randint(1, 4))
-    )
+        for tag_id in sorted(rng.sample(range(1, len(tags) + 1), rng.randint(1, 4)))
+    ]
     comments = [
-        (i, rng.randint(1, size.posts), rng.randint(1, size.authors), _sentence(rng, 12))
+        {
+            "id": i,
+            "post_id": rng.randint(1, size.posts),
+            "author_id": rng.randint(1, size.authors),
+            "body": _sentence(rng, 12),
+        }
         for i in range(1, size.comments + 1)
     ]
-    return _SeedRows(authors, tags, posts, post_tags, comments)
-
-
-def placeholders(values: Iterable[object]) -> str:
-    """``?, ?, ?`` for an ``IN (...)`` clause with one parameter per value."""
-    return ", ".join("?" for _ in values)
+    return _SeedRows(authors, tags, posts, links, comments)

@@ -6,6 +6,11 @@ The resolvers read through ``info.context.reads``:
   (``current_loaders()``), so every level of a nested query is one query per loader;
 - at ``/naive/graphql`` it is :class:`NaiveReads` (ANTI-PATTERN, for comparison): every
   resolved field runs its own query.
+
+A nested query multiplies its work at each level (author -> posts -> author -> posts ...), so
+the schema refuses, before running anything, a document deeper than :data:`MAX_DEPTH`, with
+more than :data:`MAX_ALIASES` aliases or more than :data:`MAX_TOKENS` tokens, and every list
+takes a ``limit`` of at most :data:`MAX_LIMIT`.
 """
 
 from __future__ import annotations
@@ -14,26 +19,41 @@ from typing import Annotated, Protocol
 
 import strawberry
 from fastapi import Request
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.fastapi import BaseContext, GraphQLRouter
 
 from aiodataloader.asgi import Loaders, current_loaders
-from examples.blog import queries
-from examples.blog.db import Database
+from examples.blog import models, naive, queries
+from examples.blog.db import SharedSession
+from examples.blog.guards import decode_graphql_body
 from examples.blog.loaders import (
     AuthorLoader,
     CommentsOfPostLoader,
     PostsOfAuthorLoader,
     TagsOfPostLoader,
+    request_session,
 )
-from examples.blog.models import missing_author
 from examples.blog.rest import MAX_LIMIT
+from examples.blog.schemas import missing_author
+
+#: Levels of nested fields: enough for post -> comments -> author -> posts -> title.
+MAX_DEPTH = 5
+MAX_ALIASES = 10
+MAX_TOKENS = 1_000
+#: The default ``limit`` of the nested lists (an author's posts, a post's comments).
+NESTED_LIMIT = 50
 
 
 class BlogReads(Protocol):
-    async def author(self, author_id: int) -> queries.Author | None: ...
-    async def posts_of_author(self, author_id: int) -> list[queries.Post]: ...
-    async def comments_of_post(self, post_id: int) -> list[queries.Comment]: ...
+    async def author(self, author_id: int) -> models.Author | None: ...
+    async def posts_of_author(self, author_id: int) -> list[models.Post]: ...
+    async def comments_of_post(self, post_id: int) -> list[models.Comment]: ...
     async def tags_of_post(self, post_id: int) -> list[str]: ...
 
 
@@ -43,13 +63,13 @@ class BatchedReads:
     def __init__(self, loaders: Loaders) -> None:
         self.loaders = loaders
 
-    async def author(self, author_id: int) -> queries.Author | None:
+    async def author(self, author_id: int) -> models.Author | None:
         return await self.loaders.get(AuthorLoader).load(author_id)
 
-    async def posts_of_author(self, author_id: int) -> list[queries.Post]:
+    async def posts_of_author(self, author_id: int) -> list[models.Post]:
         return await self.loaders.get(PostsOfAuthorLoader).load(author_id)
 
-    async def comments_of_post(self, post_id: int) -> list[queries.Comment]:
+    async def comments_of_post(self, post_id: int) -> list[models.Comment]:
         return await self.loaders.get(CommentsOfPostLoader).load(post_id)
 
     async def tags_of_post(self, post_id: int) -> list[str]:
@@ -59,33 +79,37 @@ class BatchedReads:
 class NaiveReads:
     """ANTI-PATTERN: one query per resolved field (the N+1 problem). For comparison only."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, session: SharedSession) -> None:
+        self.session = session
 
-    async def author(self, author_id: int) -> queries.Author | None:
-        return await queries.author(self.db, author_id)
+    async def author(self, author_id: int) -> models.Author | None:
+        return await naive.author(self.session, author_id)
 
-    async def posts_of_author(self, author_id: int) -> list[queries.Post]:
-        return await queries.posts_of_author(self.db, author_id)
+    async def posts_of_author(self, author_id: int) -> list[models.Post]:
+        return await naive.posts_of_author(self.session, author_id)
 
-    async def comments_of_post(self, post_id: int) -> list[queries.Comment]:
-        return await queries.comments_of_post(self.db, post_id)
+    async def comments_of_post(self, post_id: int) -> list[models.Comment]:
+        return await naive.comments_of_post(self.session, post_id)
 
     async def tags_of_post(self, post_id: int) -> list[str]:
-        return await queries.tags_of_post(self.db, post_id)
+        return await naive.tags_of_post(self.session, post_id)
 
 
 class BlogContext(BaseContext):
-    def __init__(self, db: Database, reads: BlogReads) -> None:
+    def __init__(self, session: SharedSession, reads: BlogReads) -> None:
         super().__init__()
-        self.db = db
+        self.session = session
         self.reads = reads
 
 
 Info = strawberry.Info[BlogContext, None]
-Limit = Annotated[
-    int, strawberry.argument(description=f"How many of the latest posts, 1 to {MAX_LIMIT}")
-]
+Limit = Annotated[int, strawberry.argument(description=f"How many, 1 to {MAX_LIMIT}")]
+
+
+def _check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit
 
 
 async def _author(info: Info, author_id: int) -> Author:
@@ -102,12 +126,13 @@ class Author:
     email: str
 
     @classmethod
-    def of(cls, row: queries.Author) -> Author:
+    def of(cls, row: models.Author) -> Author:
         return cls(id=row.id, name=row.name, email=row.email)
 
     @strawberry.field
-    async def posts(self, info: Info) -> list[Post]:
-        return [Post.of(row) for row in await info.context.reads.posts_of_author(self.id)]
+    async def posts(self, info: Info, limit: Limit = NESTED_LIMIT) -> list[Post]:
+        rows = await info.context.reads.posts_of_author(self.id)
+        return [Post.of(row) for row in rows[: _check_limit(limit)]]
 
 
 @strawberry.type
@@ -129,7 +154,7 @@ class Post:
     author_id: strawberry.Private[int]
 
     @classmethod
-    def of(cls, row: queries.Post) -> Post:
+    def of(cls, row: models.Post) -> Post:
         return cls(id=row.id, title=row.title, body=row.body, author_id=row.author_id)
 
     @strawberry.field
@@ -141,18 +166,20 @@ class Post:
         return await info.context.reads.tags_of_post(self.id)
 
     @strawberry.field
-    async def comments(self, info: Info) -> list[Comment]:
+    async def comments(self, info: Info, limit: Limit = NESTED_LIMIT) -> list[Comment]:
         rows = await info.context.reads.comments_of_post(self.id)
-        return [Comment(id=row.id, body=row.body, author_id=row.author_id) for row in rows]
+        return [
+            Comment(id=row.id, body=row.body, author_id=row.author_id)
+            for row in rows[: _check_limit(limit)]
+        ]
 
 
 @strawberry.type
 class Query:
     @strawberry.field
     async def posts(self, info: Info, limit: Limit = 20) -> list[Post]:
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
-        return [Post.of(row) for row in await queries.latest_posts(info.context.db, limit)]
+        rows = await info.context.session.run(queries.latest_posts, _check_limit(limit))
+        return [Post.of(row) for row in rows]
 
     @strawberry.field
     async def author(self, info: Info, id: int) -> Author | None:
@@ -160,18 +187,35 @@ class Query:
         return None if row is None else Author.of(row)
 
 
-# Parsing and validating a document costs more than resolving a small query: cache both.
-schema = strawberry.Schema(query=Query, extensions=[ParserCache, ValidationCache])
+schema = strawberry.Schema(
+    query=Query,
+    extensions=[
+        # Refused before anything runs. The limiters come first, so the caches never hold a
+        # refused document's work.
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        # Parsing and validating a document costs more than resolving a small query.
+        ParserCache,
+        ValidationCache,
+    ],
+)
 
 
 async def batched_context(request: Request) -> BlogContext:
     # current_loaders() works anywhere inside a request that LoaderMiddleware handles.
-    return BlogContext(db=request.app.state.db, reads=BatchedReads(current_loaders()))
+    return BlogContext(session=request_session(request), reads=BatchedReads(current_loaders()))
 
 
 async def naive_context(request: Request) -> BlogContext:
-    return BlogContext(db=request.app.state.db, reads=NaiveReads(request.app.state.db))
+    session = request_session(request)
+    return BlogContext(session=session, reads=NaiveReads(session))
 
 
-def graphql_router(*, naive: bool = False) -> GraphQLRouter[BlogContext, None]:
-    return GraphQLRouter(schema, context_getter=naive_context if naive else batched_context)
+class BlogGraphQLRouter(GraphQLRouter[BlogContext, None]):
+    def decode_json(self, data: str | bytes) -> object:
+        return decode_graphql_body(data)
+
+
+def graphql_router(*, naive: bool = False) -> BlogGraphQLRouter:
+    return BlogGraphQLRouter(schema, context_getter=naive_context if naive else batched_context)

@@ -1,54 +1,79 @@
-"""One DataLoader per batched read, and the registry that builds them for each request.
+"""One DataLoader per batched read, the registry that builds them for each request, and the
+rule for reading your own writes.
 
-Each loader gets the database from its factory (``conn.app.state.db``, opened in the
-lifespan). ``LoaderMiddleware`` builds a loader the first time a request asks for it and tears
-it down when the response has been sent, so its cache never outlives the request.
+Every loader of a request reads through the request's :class:`~examples.blog.db.SharedSession`:
+the endpoint and its loaders see one transaction (so a loader sees what the endpoint wrote
+and flushed), and a request holds one connection at most.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, MutableMapping
+from typing import Any, TypeVar
+
+from starlette.requests import HTTPConnection
 
 from aiodataloader import DataLoader
-from aiodataloader.asgi import LoaderRegistry
+from aiodataloader.asgi import LoaderRegistry, Loaders
 from examples.blog import queries
-from examples.blog.db import Database
+from examples.blog.db import Database, SharedSession
+from examples.blog.models import Author, Base, Comment, Post
 
 V = TypeVar("V")
+L = TypeVar("L", bound="SessionLoader[Any]")
 
 #: The core's ``batch_schedule_fn``: gets a zero-argument callback that dispatches the batch.
 ScheduleFn = Callable[[Callable[[], None]], object]
 
+_SESSION_KEY = "examples.blog.session"
 
-class DatabaseLoader(DataLoader[int, V]):
-    """A loader of rows by integer id, reading from the blog's database."""
 
-    def __init__(self, db: Database, *, batch_schedule_fn: ScheduleFn | None = None) -> None:
+class SessionLoader(DataLoader[int, V]):
+    """A loader of rows by integer id, reading through the request's shared session."""
+
+    def __init__(
+        self, session: SharedSession, *, batch_schedule_fn: ScheduleFn | None = None
+    ) -> None:
         super().__init__(batch_schedule_fn=batch_schedule_fn)
-        self.db = db
+        self.session = session
 
 
-class AuthorLoader(DatabaseLoader[queries.Author | None]):
-    async def batch_load_fn(self, keys: list[int]) -> dict[int, queries.Author]:
+class AuthorLoader(SessionLoader[Author | None]):
+    async def batch_load_fn(self, keys: list[int]) -> dict[int, Author]:
         # A mapping, not a list: ids with no row resolve to None.
-        return await queries.authors_by_id(self.db, keys)
+        return await self.session.run(queries.authors_by_id, keys)
 
 
-class PostsOfAuthorLoader(DatabaseLoader[list[queries.Post]]):
-    async def batch_load_fn(self, keys: list[int]) -> dict[int, list[queries.Post]]:
-        return await queries.posts_by_author_id(self.db, keys)
+class PostsOfAuthorLoader(SessionLoader[list[Post]]):
+    async def batch_load_fn(self, keys: list[int]) -> dict[int, list[Post]]:
+        return await self.session.run(queries.posts_by_author_id, keys)
 
 
-class CommentsOfPostLoader(DatabaseLoader[list[queries.Comment]]):
-    async def batch_load_fn(self, keys: list[int]) -> dict[int, list[queries.Comment]]:
-        return await queries.comments_by_post_id(self.db, keys)
+class CommentsOfPostLoader(SessionLoader[list[Comment]]):
+    async def batch_load_fn(self, keys: list[int]) -> dict[int, list[Comment]]:
+        return await self.session.run(queries.comments_by_post_id, keys)
 
 
-class TagsOfPostLoader(DatabaseLoader[list[str]]):
+class TagsOfPostLoader(SessionLoader[list[str]]):
     async def batch_load_fn(self, keys: list[int]) -> dict[int, list[str]]:
-        return await queries.tags_by_post_id(self.db, keys)
+        return await self.session.run(queries.tags_by_post_id, keys)
+
+
+async def save(session: SharedSession, loaders: Loaders, *rows: Base) -> None:
+    """Write ``rows`` in the request's transaction, so that every later load sees them.
+
+    The rule for reading your own writes: write through the request's session (the INSERT is
+    flushed at once, and the loaders read on the same session, so they see it before the
+    commit), then forget what the request's loaders cached before the write, and prime them
+    with what the write returned where a loader is keyed by the row's id.
+    """
+    for row in rows:
+        await session.run(queries.add, row)
+    loaders.clear_all()
+    for row in rows:
+        if isinstance(row, Author):
+            loaders.get(AuthorLoader).prime(row.id, row)
 
 
 def batch_window(seconds: float) -> ScheduleFn:
@@ -60,8 +85,23 @@ def batch_window(seconds: float) -> ScheduleFn:
     return schedule
 
 
+def request_session(conn: HTTPConnection) -> SharedSession:
+    """The request's session, made on first use; ``close_request_session`` closes it."""
+    session: SharedSession | None = conn.scope.get(_SESSION_KEY)
+    if session is None:
+        db: Database = conn.app.state.db
+        session = conn.scope[_SESSION_KEY] = SharedSession(db.sessionmaker())
+    return session
+
+
+async def close_request_session(scope: MutableMapping[str, Any]) -> None:
+    session: SharedSession | None = scope.pop(_SESSION_KEY, None)
+    if session is not None:
+        await session.session.close()
+
+
 def build_registry(batch_window_seconds: float | None = None) -> LoaderRegistry:
-    """Register every blog loader with a factory that takes the database from the app.
+    """Register every blog loader with a factory that hands it the request's session.
 
     With ``batch_window_seconds``, each batch waits that long for more keys before it runs
     (the core's ``batch_schedule_fn``); by default a batch runs as soon as the event loop has
@@ -69,20 +109,10 @@ def build_registry(batch_window_seconds: float | None = None) -> LoaderRegistry:
     """
     window = None if batch_window_seconds is None else batch_window(batch_window_seconds)
     registry = LoaderRegistry()
-    # A factory gets the request's HTTPConnection; conn.app.state.db is set by the lifespan.
-    registry.register(
-        AuthorLoader, lambda conn: AuthorLoader(conn.app.state.db, batch_schedule_fn=window)
-    )
-    registry.register(
-        PostsOfAuthorLoader,
-        lambda conn: PostsOfAuthorLoader(conn.app.state.db, batch_schedule_fn=window),
-    )
-    registry.register(
-        CommentsOfPostLoader,
-        lambda conn: CommentsOfPostLoader(conn.app.state.db, batch_schedule_fn=window),
-    )
-    registry.register(
-        TagsOfPostLoader,
-        lambda conn: TagsOfPostLoader(conn.app.state.db, batch_schedule_fn=window),
-    )
+
+    def factory(cls: type[L]) -> Callable[[HTTPConnection], L]:
+        return lambda conn: cls(request_session(conn), batch_schedule_fn=window)
+
+    for loader_cls in (AuthorLoader, PostsOfAuthorLoader, CommentsOfPostLoader, TagsOfPostLoader):
+        registry.register(loader_cls, factory(loader_cls))
     return registry

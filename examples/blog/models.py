@@ -1,54 +1,56 @@
-"""The REST responses. Both the loader and the naive endpoints return exactly these."""
+"""The blog's tables as SQLAlchemy 2.0 ORM models.
+
+No ``relationship()``: every related row is read through a DataLoader (``loaders.py``), so
+one query serves every row of a request that needs it, and nothing lazy-loads behind an
+``await`` (which an ``AsyncSession`` cannot do).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
-
-from examples.blog import queries
-
-
-class AuthorOut(BaseModel):
-    id: int
-    name: str
-
-    @classmethod
-    def of(cls, author: queries.Author) -> AuthorOut:
-        return cls(id=author.id, name=author.name)
+from sqlalchemy import Column, ForeignKey, String, Table, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
-class CommentOut(BaseModel):
-    id: int
-    body: str
-    author: AuthorOut
+class Base(DeclarativeBase):
+    pass
 
 
-class PostOut(BaseModel):
-    id: int
-    title: str
-    body: str
-    author: AuthorOut
-    tags: list[str]
-    comments: list[CommentOut]
+class Author(Base):
+    __tablename__ = "authors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(200), unique=True)
 
 
-class NewComment(BaseModel):
-    author_id: int
-    body: str = Field(min_length=1, max_length=2_000)
+class Post(Base):
+    __tablename__ = "posts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
 
 
-class PostSummaryOut(BaseModel):
-    id: int
-    title: str
-    tags: list[str]
+class Comment(Base):
+    __tablename__ = "comments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
+    body: Mapped[str] = mapped_column(Text)
 
 
-class AuthorWithPostsOut(BaseModel):
-    id: int
-    name: str
-    email: str
-    posts: list[PostSummaryOut]
+class Tag(Base):
+    __tablename__ = "tags"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
 
 
-def missing_author(author_id: int) -> LookupError:
-    """Foreign keys make this unreachable; it keeps the types honest."""
-    return LookupError(f"author {author_id} does not exist")
+post_tags = Table(
+    "post_tags",
+    Base.metadata,
+    Column("post_id", ForeignKey("posts.id"), primary_key=True),
+    Column("tag_id", ForeignKey("tags.id"), primary_key=True),
+)

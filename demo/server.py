@@ -1,4 +1,4 @@
-"""Run the blog app on a real uvicorn server in a child process, for the demo and benchmark.
+"""Run the blog app on a real uvicorn server in a child process.
 
 The server gets its own process (and so its own core and GIL), so the client that measures
 it does not slow it down.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -32,20 +32,24 @@ class BlogServer:
 
     @classmethod
     def start(
-        cls, *, host: str = "127.0.0.1", port: int = 0, batch_window_ms: float | None = None
+        cls,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        batch_window_ms: float | None = None,
+        database_url: str | None = None,
     ) -> BlogServer:
         """Start the server on ``host:port`` (a free port if 0); see :meth:`wait_until_ready`."""
         port = port or free_port(host)
         command = [sys.executable, "-m", "examples.blog", "--host", host, "--port", str(port)]
         if batch_window_ms is not None:
             command += ["--batch-window-ms", str(batch_window_ms)]
-        pythonpath = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
+        if database_url is not None:
+            command += ["--database-url", database_url]
         fd, log_name = tempfile.mkstemp(prefix="blog-server-", suffix=".log")
         with os.fdopen(fd, "wb") as log:
-            process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+            # cwd: `python -m` imports `examples` from the repository root.
+            process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
         return cls(f"http://{host}:{port}", process, Path(log_name))
 
     def log(self) -> str:
@@ -90,10 +94,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextmanager
 def blog_server(
-    *, host: str = "127.0.0.1", port: int = 0, batch_window_ms: float | None = None
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    batch_window_ms: float | None = None,
+    database_url: str | None = None,
 ) -> Iterator[BlogServer]:
     """A running blog server for the duration of the block."""
-    server = BlogServer.start(host=host, port=port, batch_window_ms=batch_window_ms)
+    server = BlogServer.start(
+        host=host, port=port, batch_window_ms=batch_window_ms, database_url=database_url
+    )
     try:
         server.wait_until_ready()
         yield server

@@ -6,27 +6,28 @@ checks that both versions return the same data and that bad input is refused, st
 server and prints, per endpoint, the SQL queries per request (the server's
 ``X-Query-Count`` header) and the latency p50/p95 measured by the client.
 
-    python -m examples.blog.demo            # the report
-    python -m examples.blog.demo --quick    # a few requests per endpoint (CI)
-    python -m examples.blog.demo --serve    # the report, then keep serving (API docs URL)
+    python -m demo            # the report
+    python -m demo --quick    # a few requests per endpoint (CI)
+    python -m demo --serve    # the report, then keep serving (API docs URL)
+    python -m demo --database-url postgresql+asyncpg://postgres@127.0.0.1/blog
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from sqlalchemy import make_url
 
+from demo.server import blog_server
 from examples.blog.app import QUERY_COUNT_HEADER
 from examples.blog.db import DEFAULT_SEED_SIZE
-from examples.blog.server import blog_server
-from examples.blog.stats import percentile
 
 POSTS_QUERY = """
 query LatestPosts($limit: Int!) {
@@ -128,21 +129,42 @@ async def run_script(url: str, requests: int, warmup: int = 2) -> Report:
     return Report(url, requests, samples, mismatches, checks)
 
 
+HOSTILE_QUERY = "{ posts(limit: 100) { " + "author { posts { " * 6 + "id" + " } }" * 6 + " } }"
+
+
 async def _check_bad_input(client: httpx.AsyncClient) -> list[tuple[str, bool]]:
     unknown = await client.get("/authors/999999")
     too_small = await client.get("/posts", params={"limit": 0})
     too_large = await client.get("/posts", params={"limit": 1000})
+    huge_id = await client.get(f"/authors/{2**63}")
     malformed = await client.post("/graphql", json={"query": "{ posts(limit: "})
     out_of_range = await client.post("/graphql", json={"query": "{ posts(limit: 0) { id } }"})
+    hostile = await client.post("/graphql", json={"query": HOSTILE_QUERY})
+    huge_body = await client.post("/graphql", content=b" " * 1_000_000)
     alive = await client.get("/posts", params={"limit": 1})
     return [
         ("unknown id 404", unknown.status_code == 404),
         ("limit=0 422", too_small.status_code == 422),
         ("limit=1000 422", too_large.status_code == 422),
+        ("id=2**63 422", huge_id.status_code == 422),
         ("malformed GraphQL error", bool(malformed.json().get("errors"))),
         ("GraphQL limit=0 error", bool(out_of_range.json().get("errors"))),
+        ("GraphQL 7 levels deep refused", _refused(hostile, "exceeds maximum operation depth")),
+        ("1 MB body 413", huge_body.status_code == 413),
         ("server still answers", alive.status_code == 200),
     ]
+
+
+def _refused(response: httpx.Response, message: str) -> bool:
+    errors = response.json().get("errors") or []
+    return any(message in error.get("message", "") for error in errors)
+
+
+def percentile(values: Sequence[float], q: int) -> float:
+    """The ``q``-th percentile (1-99) of ``values``, interpolated between the two nearest."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def _queries(values: Sequence[int]) -> str:
@@ -154,10 +176,10 @@ def _latency(values: Sequence[float]) -> str:
     return f"{percentile(values, 50):6.1f} / {percentile(values, 95):6.1f}"
 
 
-def format_report(report: Report) -> str:
+def format_report(report: Report, database: str = "SQLite") -> str:
     size = DEFAULT_SEED_SIZE
     lines = [
-        f"aiodataloader demo: blog example on SQLite ({size.authors:,} authors, "
+        f"aiodataloader demo: blog example on {database} ({size.authors:,} authors, "
         f"{size.posts:,} posts, {size.comments:,} comments), uvicorn at {report.url}",
         f"{report.requests} requests per endpoint and version, interleaved, one at a time; "
         "queries from the server's X-Query-Count header",
@@ -205,24 +227,36 @@ def passed(report: Report) -> bool:
     return not report.mismatches and all(ok for _, ok in report.checks)
 
 
+def make_url_safe(url: str) -> str:
+    """The URL to print: its password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m examples.blog.demo",
+        prog="python -m demo",
         description="The blog example on uvicorn: SQL queries and latency, naive vs loaders.",
     )
     parser.add_argument("--requests", type=int, default=30, help="per endpoint and version")
     parser.add_argument("--quick", action="store_true", help="3 requests each (for CI)")
     parser.add_argument("--serve", action="store_true", help="keep serving after the report")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a SQLAlchemy async URL, e.g. postgresql+asyncpg://user@127.0.0.1/blog "
+        "(default: a new SQLite file); created and seeded when empty",
+    )
     args = parser.parse_args(argv)
     requests = 3 if args.quick else args.requests
     if requests < 1:
         parser.error("--requests must be at least 1")
 
-    print("starting the blog example on uvicorn (creating and seeding SQLite)...", flush=True)
-    with blog_server(port=args.port) as server:
+    database = "SQLite" if args.database_url is None else make_url_safe(args.database_url)
+    print(f"starting the blog example on uvicorn (creating and seeding {database})...", flush=True)
+    with blog_server(port=args.port, database_url=args.database_url) as server:
         report = asyncio.run(run_script(server.url, requests))
-        print(format_report(report), flush=True)
+        print(format_report(report, database), flush=True)
         if args.serve:
             print(
                 f"\nserving at {server.url}: API docs {server.url}/docs, "
@@ -234,7 +268,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             except KeyboardInterrupt:
                 print("stopping", flush=True)
     return 0 if passed(report) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from demo.report import main
+
+sys.exit(main())
