@@ -1,5 +1,7 @@
 """The DataLoader: collects the keys loaded in one tick, calls the batch function once for
-them, and caches one future per key.
+them, and caches one future per key. This module holds a key's whole trip, in the order it
+takes it: ``load()`` (cache, then the open batch), dispatch, the batch function's call,
+resolve (or reject and evict), and the loop the futures live on.
 
 Compatibility contract: aiodataloader 0.4.3 (its constructor, subclass style, methods and
 returned ``asyncio.Future`` objects). Everything added here is opt-in, and the hot paths
@@ -10,20 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import warnings
 from asyncio import AbstractEventLoop, Future
 from asyncio.events import _get_running_loop
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from functools import partial
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
-from . import _arguments as arguments
-from ._batch import Batch, values_for_keys
-from ._options import Option, adopt_class_defaults
+from . import _checks as checks
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 LoaderT = TypeVar("LoaderT", bound="DataLoader[Any, Any]")
 
 BatchLoadFn = Callable[
@@ -31,11 +41,45 @@ BatchLoadFn = Callable[
 ]
 BatchScheduleFn = Callable[[Callable[[], None]], object]
 
-_OPTIONS: dict[str, Option[Any]] = {
-    "batch": Option(True, arguments.check_batch),
-    "max_batch_size": Option(None, arguments.check_max_batch_size),
-    "cache": Option(True, arguments.check_cache),
-    "name": Option(None, arguments.check_name),
+logger = logging.getLogger("aiodataloader")
+
+
+class _Option(Generic[T]):
+    """A loader option that 0.4.3 exposed as a plain attribute (``batch``, ``cache``,
+    ``max_batch_size``; and ``name``): its class-level value is the default for instances,
+    an instance's value is validated, and setting one recomputes the loader's fast paths."""
+
+    def __init__(self, default: T, check: Callable[[str, object], T]) -> None:
+        self.default = default
+        self.check = check
+        self.attribute = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attribute = "_option_" + name
+
+    def with_default(self, owner: type, default: object) -> _Option[T]:
+        option = _Option(self.check(owner.__name__, default), self.check)
+        option.attribute = self.attribute
+        return option
+
+    def __get__(self, instance: object, owner: type) -> T:
+        if instance is None:
+            return self.default
+        # getattr/setattr, not __dict__: touching __dict__ materializes the instance's
+        # inline attribute values on CPython 3.11+, which slows every later attribute read.
+        value: T = getattr(instance, self.attribute, self.default)
+        return value
+
+    def __set__(self, instance: DataLoader[Any, Any], value: object) -> None:
+        setattr(instance, self.attribute, self.check(instance._label(), value))
+        instance._options_changed()
+
+
+_OPTIONS: dict[str, _Option[Any]] = {
+    "batch": _Option(True, checks.check_batch),
+    "max_batch_size": _Option(None, checks.check_max_batch_size),
+    "cache": _Option(True, checks.check_cache),
+    "name": _Option(None, checks.check_name),
 }
 
 
@@ -64,7 +108,12 @@ class DataLoader(Generic[K, V]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        adopt_class_defaults(cls, _OPTIONS)
+        # A subclass's plain ``cache = False`` style attributes become validated defaults.
+        for name, option in _OPTIONS.items():
+            value = cls.__dict__.get(name, option)
+            # A method or property of the subclass's own (0.4.3 had no ``name``) stays.
+            if not isinstance(value, _Option) and not hasattr(value, "__get__"):
+                setattr(cls, name, option.with_default(cls, value))
 
     def __init__(
         self,
@@ -81,6 +130,7 @@ class DataLoader(Generic[K, V]):
         cache_key_fn: Callable[[K], object] | None = None,
     ) -> None:
         self._key_fn: Callable[[K], object] | None = None
+        self._closed: _Closed | None = None
         self._cache: MutableMapping[Any, Future[V]] = {}
         self._user_cache_map = cache_map is not None
         if name is not None:
@@ -89,7 +139,7 @@ class DataLoader(Generic[K, V]):
 
         if batch_load_fn is not None:
             self.batch_load_fn = batch_load_fn
-        arguments.check_batch_load_fn(label, getattr(self, "batch_load_fn", None))
+        checks.check_batch_load_fn(label, getattr(self, "batch_load_fn", None))
         if batch is not None:
             self.batch = batch
         if max_batch_size is not None:
@@ -101,7 +151,7 @@ class DataLoader(Generic[K, V]):
             if get_cache_key is not None:
                 raise TypeError(f"{label}: pass get_cache_key or its alias cache_key_fn, not both")
             get_cache_key = cache_key_fn
-        arguments.check_optional_callable(
+        checks.check_optional_callable(
             label, "cache_key_fn" if cache_key_fn is not None else "get_cache_key", get_cache_key
         )
         if get_cache_key is not None:
@@ -111,15 +161,16 @@ class DataLoader(Generic[K, V]):
         elif type(self).get_cache_key is not DataLoader.get_cache_key:
             self._key_fn = self.get_cache_key
         if cache_map is not None:
-            self._cache = arguments.check_cache_map(label, cache_map)
+            js_style = checks.check_cache_map(label, cache_map)
+            self._cache = _JSStyleCacheMap(cache_map) if js_style else cache_map
 
-        arguments.check_optional_callable(label, "batch_schedule_fn", batch_schedule_fn)
+        checks.check_optional_callable(label, "batch_schedule_fn", batch_schedule_fn)
         self._schedule = batch_schedule_fn
-        arguments.check_loop(label, loop)
+        checks.check_loop(label, loop)
         self._loop = loop
-        self._batch: Batch | None = None
+        self._batch: _Batch | None = None
         # Every batch task is referenced here until done (asyncio keeps only weak ones).
-        self._running: dict[asyncio.Task[None], Batch] = {}
+        self._running: dict[asyncio.Task[None], _Batch] = {}
         self._options_changed()
 
     def _options_changed(self) -> None:
@@ -127,12 +178,18 @@ class DataLoader(Generic[K, V]):
         self._batching: bool = self.batch
         self._max_size: int | None = self.max_batch_size
         self._caching: bool = self.cache
-        # load() serves hits through this bound get when keys are their own cache keys in
-        # the loader's own dict (where None is never a key, so load() can skip that check).
+        # load()'s first step. When keys are their own cache keys in the loader's own dict
+        # (where None is never a key, so load() can skip that check), it is the dict's get:
+        # a hit then costs one call. None sends every load through the checked path. A
+        # closed loader's raises, so that the hot paths need no check of their own.
         own_dict = not self._user_cache_map
-        self._identity_get: Callable[[Any], Future[V] | None] | None = (
-            self._cache.get if self._caching and self._key_fn is None and own_dict else None
-        )
+        self._fast_lookup: Callable[[Any], Future[V] | None] | None
+        if self._closed is not None:
+            self._fast_lookup = self._closed
+        elif self._caching and self._key_fn is None and own_dict:
+            self._fast_lookup = self._cache.get
+        else:
+            self._fast_lookup = None
 
     # -- public API ------------------------------------------------------------------
 
@@ -149,13 +206,13 @@ class DataLoader(Generic[K, V]):
 
     @loop.setter
     def loop(self, loop: AbstractEventLoop) -> None:
-        arguments.check_loop(self._label(), loop)
+        checks.check_loop(self._label(), loop)
         self._loop = loop
 
     def load(self, key: K) -> Future[V]:
         """A future of the value for ``key``. Loads in the same tick share one batch; a
         cached key returns the very same future."""
-        get = self._identity_get
+        get = self._fast_lookup
         if get is None:
             return self._load_with_cache_key(key)
         try:
@@ -171,8 +228,8 @@ class DataLoader(Generic[K, V]):
         if key is None:
             raise self._none_key_error()
         batch = self._batch
-        # is_running() is cheap where get_running_loop() is not (about 0.2 us on 3.11): it
-        # catches a batch left open by a loop that has stopped.
+        # A batch left open by a loop that has stopped must not take the key. is_running()
+        # tells, and unlike get_running_loop() it is a plain attribute read.
         if batch is None or not batch.loop.is_running():
             batch = self._current_batch()
         future = batch.loop.create_future()
@@ -199,7 +256,9 @@ class DataLoader(Generic[K, V]):
     ) -> Future[list[V]] | Future[list[V | BaseException]]:
         """A future of the values for ``keys``, in order. It raises the first error, or,
         with ``return_exceptions=True``, holds each failed key's exception in its place."""
-        arguments.check_iterable(self._label, "load_many", "an iterable of keys", keys)
+        checks.check_iterable(self._label, "load_many", "an iterable of keys", keys)
+        if self._closed is not None:
+            raise self._closed.error("load_many")
         running = _get_running_loop()
         if running is not None and running is not self._loop:
             # gather() calls back through each future's loop: move cached ones over first.
@@ -210,6 +269,8 @@ class DataLoader(Generic[K, V]):
     def prime(self: LoaderT, key: K, value: V | BaseException, force: bool = False) -> LoaderT:
         """Cache ``value`` (an ``Exception`` caches a rejection) unless ``key`` is cached
         already; ``force=True`` replaces it, and settles a load still in flight."""
+        if self._closed is not None:
+            raise self._closed.error("prime")
         if key is None:
             raise self._none_key_error("prime")
         if self._caching:
@@ -222,8 +283,10 @@ class DataLoader(Generic[K, V]):
         force: bool = False,
     ) -> LoaderT:
         """``prime`` for each (key, value) of a mapping or of an iterable of pairs."""
+        if self._closed is not None:
+            raise self._closed.error("prime_many")
         pairs = values.items() if isinstance(values, Mapping) else values
-        arguments.check_iterable(
+        checks.check_iterable(
             self._label, "prime_many", "a mapping or an iterable of (key, value) pairs", pairs
         )
         pairs = list(pairs)  # all checked before any is primed
@@ -231,7 +294,7 @@ class DataLoader(Generic[K, V]):
             if not isinstance(pair, tuple) or len(pair) != 2 or pair[0] is None:
                 raise TypeError(
                     f"{self._label()}: prime_many() expects (key, value) pairs with keys that "
-                    f"are not None; got {arguments.describe(pair)}"
+                    f"are not None; got {checks.describe(pair)}"
                 )
         if self._caching:
             for key, value in pairs:
@@ -246,7 +309,7 @@ class DataLoader(Generic[K, V]):
 
     def clear_many(self: LoaderT, keys: Iterable[K]) -> LoaderT:
         """Drop each of ``keys`` from the cache."""
-        arguments.check_iterable(self._label, "clear_many", "an iterable of keys", keys)
+        checks.check_iterable(self._label, "clear_many", "an iterable of keys", keys)
         if self._caching:
             for key in keys:
                 self._cache.pop(self._cache_key(key), None)
@@ -258,9 +321,22 @@ class DataLoader(Generic[K, V]):
             self._cache.clear()
         return self
 
-    async def cancel_pending(self) -> None:
+    def close(self, reason: str | None = None) -> None:
+        """Refuse every later ``load``, ``load_many``, ``prime`` and ``prime_many`` with a
+        ``RuntimeError`` that names this loader and ``reason`` (for instance "its request
+        has ended"). Loads made before keep their batch: ``cancel_pending()`` cancels them.
+        The hot paths stay free of any check: load() meets the refusal in its first step."""
+        self._closed = _Closed(self._label(), reason)
+        self._options_changed()
+
+    async def cancel_pending(self, timeout: float | None = None) -> None:
         """Cancel every load that has not completed (queued or in flight) and wait for the
-        batch tasks to finish. Afterwards no future of this loader is pending."""
+        batch tasks to finish. Afterwards no future of this loader is pending.
+
+        With a ``timeout`` (seconds), a batch task still running after it (a batch
+        function that swallows ``CancelledError``, say) is abandoned: the loader keeps no
+        reference to it, and a warning on the ``aiodataloader`` logger names the loader."""
+        checks.check_timeout(self._label, "cancel_pending", timeout)
         if self._batch is None and not self._running:
             return  # idle: the common case at the end of a request
         batches = list(self._running.values())
@@ -273,8 +349,20 @@ class DataLoader(Generic[K, V]):
         tasks = [task for task in self._running if task is not current and not task.done()]
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        if not tasks:
+            return
+        _, stuck = await asyncio.wait(tasks, timeout=timeout)
+        for task in stuck:
+            self._running.pop(task, None)
+            task.remove_done_callback(self._batch_task_done)
+        if stuck:
+            logger.warning(
+                "%s: %d batch task(s) still running %ss after being cancelled (does the batch "
+                "function swallow CancelledError?); abandoned",
+                self._label(),
+                len(stuck),
+                timeout,
+            )
 
     def __repr__(self) -> str:
         cached = len(self._cache) if self._caching else 0
@@ -324,7 +412,7 @@ class DataLoader(Generic[K, V]):
             batch.futures.append(future)
         return future
 
-    def _current_batch(self) -> Batch:
+    def _current_batch(self) -> _Batch:
         """The open batch of the loop that load() runs on, opened if there is none."""
         batch = self._batch
         if batch is not None and batch.loop.is_running():
@@ -335,8 +423,8 @@ class DataLoader(Generic[K, V]):
             return batch
         return self._open_batch(loop)
 
-    def _open_batch(self, loop: AbstractEventLoop) -> Batch:
-        batch = Batch(loop)
+    def _open_batch(self, loop: AbstractEventLoop) -> _Batch:
+        batch = _Batch(loop)
         if not self._batching:
             # Each key alone: this batch is never offered to another load.
             loop.call_soon(self._dispatch, batch)
@@ -352,7 +440,7 @@ class DataLoader(Generic[K, V]):
                 self._batch = batch
         return batch
 
-    def _dispatch_scheduled(self, batch: Batch) -> None:
+    def _dispatch_scheduled(self, batch: _Batch) -> None:
         # A custom scheduler's callback closes the batch at once: later loads start anew.
         if batch.scheduled:
             return
@@ -365,7 +453,7 @@ class DataLoader(Generic[K, V]):
             # Called back from inside the scheduler, before load() added its key.
             batch.loop.call_soon(self._dispatch, batch)
 
-    def _dispatch(self, batch: Batch) -> None:
+    def _dispatch(self, batch: _Batch) -> None:
         if batch.task is None:
             task = batch.loop.create_task(self._run_batch(batch))
             batch.task = task
@@ -381,7 +469,7 @@ class DataLoader(Generic[K, V]):
                 self._batch = None
             self._settle_failed(batch.keys, batch.futures, None)
 
-    async def _run_batch(self, batch: Batch) -> None:
+    async def _run_batch(self, batch: _Batch) -> None:
         try:
             if self._batch is batch:
                 self._batch = None
@@ -390,7 +478,7 @@ class DataLoader(Generic[K, V]):
             if size and len(keys) > size:
                 # Chunks run concurrently, in key order, as 0.4.3 dispatches them.
                 for start in range(size, len(keys), size):
-                    chunk = Batch(batch.loop)
+                    chunk = _Batch(batch.loop)
                     chunk.keys = keys[start : start + size]
                     chunk.futures = futures[start : start + size]
                     self._dispatch(chunk)
@@ -416,11 +504,11 @@ class DataLoader(Generic[K, V]):
             if type(result) is not CoroutineType and not inspect.isawaitable(result):
                 raise TypeError(
                     f"{self._label()}: the batch function must return an awaitable; it "
-                    f"returned {arguments.describe(result)}"
+                    f"returned {checks.describe(result)}"
                 )
             values = await result
             if type(values) is not list or len(values) != len(keys):
-                values = values_for_keys(self._label(), keys, values)
+                values = checks.values_for_keys(self._label(), keys, values)
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
             self._settle_failed(keys, futures, None)
             raise
@@ -531,9 +619,79 @@ class DataLoader(Generic[K, V]):
 
     def _unhashable_key_error(self, key: object) -> TypeError:
         return TypeError(
-            f"{self._label()}: the cache key must be hashable; got {arguments.describe(key)}. "
+            f"{self._label()}: the cache key must be hashable; got {checks.describe(key)}. "
             "Pass get_cache_key= (or override get_cache_key) to map such keys to hashable ones"
         )
+
+
+class _Batch:
+    """Keys and their futures, in load order. ``task`` is set once dispatch starts;
+    ``scheduled`` once a custom scheduler's callback has run."""
+
+    __slots__ = ("futures", "keys", "loop", "scheduled", "task")
+
+    def __init__(self, loop: AbstractEventLoop) -> None:
+        self.loop = loop
+        self.keys: list[Any] = []
+        self.futures: list[Future[Any]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.scheduled = False
+
+
+class _Closed:
+    """A closed loader's first step of load(): it raises. It holds the message only, not
+    the loader, so a closed loader is freed as soon as it is dropped."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, label: str, reason: str | None) -> None:
+        self.message = f"{label} is closed" + (f": {reason}" if reason else "")
+
+    def error(self, method: str) -> RuntimeError:
+        return RuntimeError(f"{self.message}; {method}() can no longer be called on it")
+
+    def __call__(self, key: object) -> None:
+        raise self.error("load")
+
+
+class _JSStyleCacheMap(MutableMapping[Any, Any]):
+    """Presents a ``get/set/delete/clear`` cache object (0.4.3's documented protocol) as a
+    MutableMapping."""
+
+    _missing = object()
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self.target.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.target.set(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.target.delete(key)
+
+    def pop(self, key: Any, default: Any = _missing) -> Any:
+        value = self.target.get(key)
+        if value is None:
+            if default is self._missing:
+                raise KeyError(key)
+            return default
+        self.target.delete(key)
+        return value
+
+    def clear(self) -> None:
+        self.target.clear()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(getattr(self.target, "keys", tuple)())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _implicit_loop(label: str) -> AbstractEventLoop:

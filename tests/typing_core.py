@@ -56,6 +56,9 @@ async def by_subclass() -> None:
     if user is not None:
         assert_type(user["name"], str)
     await loader.cancel_pending()
+    await loader.cancel_pending(timeout=0.5)
+    loader.close("its request has ended")
+    loader.close()
 
 
 async def by_mapping() -> None:

@@ -1,12 +1,14 @@
-"""Checks of the DataLoader constructor's arguments, done once so that load() stays lean."""
+"""The checks at the DataLoader's boundary: its constructor's arguments (done once, so that
+load() stays lean), the arguments of its methods, and what the batch function returns."""
 
 from __future__ import annotations
 
 import asyncio.coroutines
 import functools
 import inspect
+import reprlib
 from asyncio import AbstractEventLoop
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from typing import Any
 
 
@@ -69,6 +71,20 @@ def check_iterable(label: Callable[[], str], method: str, expected: str, value: 
         )
 
 
+def check_timeout(label: Callable[[], str], method: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{label()}: {method}() timeout must be a number of seconds or None; "
+            f"got {describe(value)}"
+        )
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(
+            f"{label()}: {method}() timeout must be 0 or more seconds, or None; got {value!r}"
+        )
+
+
 def check_bool(label: str, option: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{label}: {option} must be True or False; got {describe(value)}")
@@ -121,13 +137,13 @@ _MAPPING_METHODS = ("get", "__setitem__", "__delitem__", "pop", "clear")
 _JS_MAP_METHODS = ("get", "set", "delete", "clear")
 
 
-def check_cache_map(label: str, value: object) -> MutableMapping[Any, Any]:
-    """Accepts a MutableMapping, or a JS-style map with get/set/delete/clear (the protocol
-    aiodataloader 0.4.3's README documents), which is adapted."""
+def check_cache_map(label: str, value: object) -> bool:
+    """A MutableMapping passes (False); so does a JS-style map with get/set/delete/clear,
+    the protocol aiodataloader 0.4.3's README documents (True: the loader adapts it)."""
     if all(hasattr(value, name) for name in _MAPPING_METHODS):
-        return value  # type: ignore[return-value]
+        return False
     if all(hasattr(value, name) for name in _JS_MAP_METHODS):
-        return JSStyleCacheMap(value)
+        return True
     missing = [name for name in _MAPPING_METHODS if not hasattr(value, name)]
     raise TypeError(
         f"{label}: cache_map must be a MutableMapping (get, __setitem__, __delitem__, pop, "
@@ -136,40 +152,31 @@ def check_cache_map(label: str, value: object) -> MutableMapping[Any, Any]:
     )
 
 
-class JSStyleCacheMap(MutableMapping[Any, Any]):
-    """Presents a ``get/set/delete/clear`` cache object as a MutableMapping."""
+_short = reprlib.Repr()
+_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 10
+_short.maxstring = _short.maxother = 80
 
-    _missing = object()
 
-    def __init__(self, target: Any) -> None:
-        self.target = target
-
-    def __getitem__(self, key: Any) -> Any:
-        value = self.target.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.target.set(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self.target.delete(key)
-
-    def pop(self, key: Any, default: Any = _missing) -> Any:
-        value = self.target.get(key)
-        if value is None:
-            if default is self._missing:
-                raise KeyError(key)
-            return default
-        self.target.delete(key)
-        return value
-
-    def clear(self) -> None:
-        self.target.clear()
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(getattr(self.target, "keys", tuple)())
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+def values_for_keys(label: str, keys: list[Any], values: object) -> list[Any]:
+    """The batch function's result as a list aligned with ``keys``, or a TypeError."""
+    if isinstance(values, Mapping):
+        return [values.get(key) for key in keys]
+    if (
+        values is None
+        or isinstance(values, (str, bytes, bytearray, memoryview, Set))
+        or not isinstance(values, Iterable)
+    ):
+        raise TypeError(
+            f"{label}: the batch function must return a list (or tuple, or iterable) with one "
+            f"value per key, in key order, or a mapping from key to value; it returned "
+            f"{_short.repr(values)} (type {type(values).__name__}) for keys {_short.repr(keys)}"
+        )
+    if not isinstance(values, list):
+        values = list(values)
+    if len(values) != len(keys):
+        raise TypeError(
+            f"{label}: the batch function must return one value per key, in key order; it "
+            f"returned {len(values)} values for {len(keys)} keys.\nKeys: {_short.repr(keys)}\n"
+            f"Values: {_short.repr(values)}"
+        )
+    return values
