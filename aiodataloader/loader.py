@@ -30,6 +30,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from . import _checks as checks
+from .value_cache import ValueCache, ValueCacheFlow
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -128,6 +129,7 @@ class DataLoader(Generic[K, V]):
         name: str | None = None,
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[K], object] | None = None,
+        value_cache: ValueCache[V] | None = None,
     ) -> None:
         self._key_fn: Callable[[K], object] | None = None
         self._closed: _Closed | None = None
@@ -171,6 +173,10 @@ class DataLoader(Generic[K, V]):
         self._batch: _Batch | None = None
         # Every batch task is referenced here until done (asyncio keeps only weak ones).
         self._running: dict[asyncio.Task[None], _Batch] = {}
+        # A value cache shared beyond this loader: consulted once per batch, in dispatch.
+        self._shared: ValueCacheFlow[K, V] | None = None
+        if value_cache is not None:
+            self._shared = ValueCacheFlow(label, value_cache, self._cache, self._key_fn)
         self._options_changed()
 
     def _options_changed(self) -> None:
@@ -320,6 +326,22 @@ class DataLoader(Generic[K, V]):
         if self._caching:
             self._cache.clear()
         return self
+
+    async def invalidate(self, key: K) -> None:
+        """``clear(key)``, and with a ``value_cache``, delete it there too: every process
+        sharing that cache drops it (from its live loaders as well), and this loader reads
+        the key from its batch function from now on, never from or into the value cache
+        (it sees its own request's writes). Call it after the write that changed the value
+        has committed (and, to read the change back before the commit, also before)."""
+        await self.invalidate_many((key,))
+
+    async def invalidate_many(self, keys: Iterable[K]) -> None:
+        """``invalidate`` for each of ``keys``, with one round trip to the value cache."""
+        checks.check_iterable(self._label, "invalidate_many", "an iterable of keys", keys)
+        if self._shared is None:
+            self.clear_many(keys)
+        else:
+            await self._shared.invalidate(keys)
 
     def close(self, reason: str | None = None) -> None:
         """Refuse every later ``load``, ``load_many``, ``prime`` and ``prime_many`` with a
@@ -499,6 +521,12 @@ class DataLoader(Generic[K, V]):
     async def _call_batch_load_fn(self, keys: list[K], futures: list[Future[V]]) -> None:
         if not futures or (futures[0].done() and all(future.done() for future in futures)):
             return  # every load was settled or cancelled before dispatch: nothing to fetch
+        shared = self._shared
+        if shared is not None:
+            # One lookup for the whole batch; only what it misses goes to the batch function.
+            keys, futures, cache_keys = await shared.lookup(keys, futures)
+            if not keys:
+                return
         try:
             result = self.batch_load_fn(keys)
             if type(result) is not CoroutineType and not inspect.isawaitable(result):
@@ -521,6 +549,8 @@ class DataLoader(Generic[K, V]):
                     future.set_exception(value)
                 else:
                     future.set_result(value)
+        if shared is not None:
+            await shared.store(cache_keys, values)  # after settling: callers need not wait
 
     def _settle_failed(
         self, keys: list[K], futures: list[Future[V]], error: BaseException | None

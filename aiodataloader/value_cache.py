@@ -107,7 +107,15 @@ class ValueCacheFlow(Generic[K, V]):
     It holds the loader's per-request cache dict, not the loader, so a broadcasting value
     cache can reach it weakly and the loader can still be collected."""
 
-    __slots__ = ("__weakref__", "cache", "failures", "key_fn", "label", "value_cache")
+    __slots__ = (
+        "__weakref__",
+        "cache",
+        "failures",
+        "invalidated",
+        "key_fn",
+        "label",
+        "value_cache",
+    )
 
     def __init__(
         self,
@@ -128,6 +136,10 @@ class ValueCacheFlow(Generic[K, V]):
         self.cache = cache
         self.key_fn = key_fn
         self.failures = FailureLog(f"{label}: the value cache {type(value_cache).__name__}")
+        # Keys this loader invalidated: its request wrote them, so it reads them from the
+        # batch function from now on (its own writes, perhaps not committed yet), and never
+        # writes them back (another request must not see what this one has not committed).
+        self.invalidated: set[Hashable] = set()
         if isinstance(value_cache, BroadcastsInvalidations):
             value_cache.add_listener(self)
 
@@ -141,7 +153,8 @@ class ValueCacheFlow(Generic[K, V]):
         for key in keys:
             try:
                 cache_key = key if key_fn is None else key_fn(key)
-                cache_keys.append(cache_key if isinstance(cache_key, Hashable) else None)
+                shareable = isinstance(cache_key, Hashable) and cache_key not in self.invalidated
+                cache_keys.append(cache_key if shareable else None)
             except Exception:  # the load itself reports it (or fails in the batch function)
                 cache_keys.append(None)
         wanted = list(dict.fromkeys(key for key in cache_keys if key is not None))
@@ -189,6 +202,7 @@ class ValueCacheFlow(Generic[K, V]):
         for cache_key in cache_keys:
             self.cache.pop(cache_key, None)
         hashable = [key for key in cache_keys if isinstance(key, Hashable)]
+        self.invalidated.update(hashable)
         if hashable:
             # A failure here is not raised: the write that made these keys stale has
             # happened, and the entries still expire with their TTL. It is logged.
