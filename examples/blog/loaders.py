@@ -9,13 +9,14 @@ and flushed), and a request holds one connection at most.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
 
 from aiodataloader import DataLoader
 from aiodataloader.asgi import LoaderRegistry, Loaders
+from aiodataloader.value_cache import ValueCache
 from examples.blog import queries
 from examples.blog.db import Database, SharedSession
 from examples.blog.models import Author, Base, Comment, Post
@@ -33,9 +34,13 @@ class SessionLoader(DataLoader[int, V]):
     """A loader of rows by integer id, reading through the request's shared session."""
 
     def __init__(
-        self, session: SharedSession, *, batch_schedule_fn: ScheduleFn | None = None
+        self,
+        session: SharedSession,
+        *,
+        batch_schedule_fn: ScheduleFn | None = None,
+        value_cache: ValueCache[V] | None = None,
     ) -> None:
-        super().__init__(batch_schedule_fn=batch_schedule_fn)
+        super().__init__(batch_schedule_fn=batch_schedule_fn, value_cache=value_cache)
         self.session = session
 
 
@@ -71,9 +76,23 @@ async def save(session: SharedSession, loaders: Loaders, *rows: Base) -> None:
     for row in rows:
         await session.run(queries.add, row)
     loaders.clear_all()
+    await forget_shared(loaders, *rows)
     for row in rows:
         if isinstance(row, Author):
             loaders.get(AuthorLoader).prime(row.id, row)
+
+
+async def forget_shared(loaders: Loaders, *rows: Base) -> None:
+    """Invalidate what ``rows`` change in the value caches shared by every worker (a no-op
+    without them). ``save()`` calls it before the commit, so the request reads its own
+    writes; call it again after the commit, so no worker keeps what it read meanwhile."""
+    for row in rows:
+        if isinstance(row, Author):
+            await loaders.get(AuthorLoader).invalidate(row.id)
+        elif isinstance(row, Post):
+            await loaders.get(PostsOfAuthorLoader).invalidate(row.author_id)
+        elif isinstance(row, Comment):
+            await loaders.get(CommentsOfPostLoader).invalidate(row.post_id)
 
 
 def batch_window(seconds: float) -> ScheduleFn:
@@ -100,8 +119,12 @@ async def close_request_session(scope: MutableMapping[str, Any]) -> None:
         await session.session.close()
 
 
-def build_registry(batch_window_seconds: float | None = None) -> LoaderRegistry:
-    """Register every blog loader with a factory that hands it the request's session.
+def build_registry(
+    batch_window_seconds: float | None = None,
+    value_caches: Mapping[type[DataLoader[Any, Any]], ValueCache[Any]] | None = None,
+) -> LoaderRegistry:
+    """Register every blog loader with a factory that hands it the request's session, and
+    its shared value cache where ``value_caches`` has one (``shared_cache.py``).
 
     With ``batch_window_seconds``, each batch waits that long for more keys before it runs
     (the core's ``batch_schedule_fn``); by default a batch runs as soon as the event loop has
@@ -111,7 +134,10 @@ def build_registry(batch_window_seconds: float | None = None) -> LoaderRegistry:
     registry = LoaderRegistry()
 
     def factory(cls: type[L]) -> Callable[[HTTPConnection], L]:
-        return lambda conn: cls(request_session(conn), batch_schedule_fn=window)
+        value_cache = (value_caches or {}).get(cls)
+        return lambda conn: cls(
+            request_session(conn), batch_schedule_fn=window, value_cache=value_cache
+        )
 
     for loader_cls in (AuthorLoader, PostsOfAuthorLoader, CommentsOfPostLoader, TagsOfPostLoader):
         registry.register(loader_cls, factory(loader_cls))
