@@ -457,7 +457,7 @@ class RedisCache:
         return f"{self._token_prefix}:{next(self._tokens)}"
 
     def add_listener(self, namespace: str, listener: InvalidationListener) -> None:
-        self._ensure_subscriber()
+        # (A loader may be built outside the event loop: the first lookup subscribes then.)
         listeners = self._listeners.get(namespace)
         if listeners is None:
             listeners = self._listeners[namespace] = Listeners()

@@ -243,3 +243,4 @@ class Listeners:
 
     def __len__(self) -> int:
         return len(self._listeners)
+

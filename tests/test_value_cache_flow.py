@@ -282,3 +282,18 @@ async def test_loads_cancelled_while_the_lookup_runs_leave_nothing_pending() -> 
     await loader.cancel_pending()
     assert future.cancelled()
     assert calls == []
+
+
+def test_a_loader_with_a_redis_value_cache_can_be_built_outside_the_event_loop() -> None:
+    from aiodataloader.redis import RedisCache
+
+    shared = RedisCache.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    loader = DataLoader(Recorder(), value_cache=shared.for_loader("users", ttl=1))
+
+    async def load_then_close() -> Any:
+        try:
+            return await loader.load(7)  # the batch function answers
+        finally:
+            await shared.aclose()
+
+    assert asyncio.run(load_then_close()) == 7
