@@ -135,6 +135,9 @@ class CacheStats:
     serialization_errors: int = 0
     #: calls that failed or timed out
     errors: int = 0
+    #: of those, timeouts that fired a whole timeout late (a busy event loop, not a slow
+    #: Redis): they do not count towards opening the circuit
+    timeouts_while_busy: int = 0
     #: calls not made because the circuit was open
     short_circuited: int = 0
     invalidations: int = 0
@@ -180,6 +183,10 @@ class _CircuitBreaker:
             logger.warning("%s answers again: shared cache back in use", self.what)
         self.failures = 0
         self.opened_at = None
+        self.probing = False
+
+    def inconclusive(self) -> None:
+        """A call that says nothing about Redis: a probe may go again."""
         self.probing = False
 
     def failed(self, error: BaseException) -> None:
@@ -439,11 +446,20 @@ class RedisCache:
         if not self._breaker.allow():
             self.stats.short_circuited += 1
             raise _Unavailable("the circuit is open")
+        started = time.monotonic()
         try:
             result = await _bounded(operation(), self.timeout)
         except Exception as error:
             self.stats.errors += 1
-            self._breaker.failed(error)
+            late = time.monotonic() - started - self.timeout
+            if isinstance(error, asyncio.TimeoutError) and late > self.timeout:
+                # The timeout fired a whole timeout late: this event loop was too busy to
+                # run it (or to read the answer) in time, which says nothing about Redis.
+                # Opening the circuit would only send more queries to the database.
+                self.stats.timeouts_while_busy += 1
+                self._breaker.inconclusive()
+            else:
+                self._breaker.failed(error)
             raise _Unavailable(_describe_error(error)) from error
         self._breaker.succeeded()
         return result
