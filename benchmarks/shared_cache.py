@@ -4,9 +4,9 @@ Two servers run side by side on one database (PostgreSQL where it answers, else 
 whose loaders read through a Redis value cache (a redis-server of the benchmark's own, on a
 free port), one without. Measurements alternate between them, round by round:
 
-- warm: ``--clients`` concurrent clients for ``--duration`` seconds, a mix of
-  ``GET /posts?limit=20`` and ``GET /authors/{id}`` (ids Zipf-skewed over the seeded
-  authors, as real traffic is), after a warm-up;
+- warm: after every author's page and the latest posts were requested once, ``--clients``
+  concurrent clients for ``--duration`` seconds, a mix of ``GET /posts?limit=20`` and
+  ``GET /authors/{id}`` (ids Zipf-skewed over the seeded authors, as real traffic is);
 - cold: the shared cache emptied (FLUSHDB), then one ``GET /posts?limit=20``; repeated.
 
 Reports the shared cache's hit rate (from every worker's ``RedisCache.stats``), SQL queries
@@ -248,6 +248,9 @@ class Samples:
     misses: int = 0
     lookups: int = 0
     writes: int = 0
+    redis_errors: int = 0
+    busy_timeouts: int = 0
+    short_circuited: int = 0
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
@@ -264,6 +267,9 @@ class Samples:
             "hit_rate": self.hits / (self.hits + self.misses) if self.hits + self.misses else None,
             "redis_lookups": self.lookups,
             "redis_writes": self.writes,
+            "redis_errors": self.redis_errors,
+            "busy_timeouts": self.busy_timeouts,
+            "short_circuited": self.short_circuited,
         }
 
 
@@ -320,12 +326,26 @@ async def warm(url: str, clients: int, duration: float, seed: int) -> Samples:
                 else:
                     await one(f"/authors/{next(authors)}", None, record)
 
-        warmup = time.perf_counter() + min(3.0, duration)
+        warmup = time.perf_counter() + min(2.0, duration)
         await asyncio.gather(*(client_loop(warmup, False) for _ in range(clients)))
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(started + duration, True) for _ in range(clients)))
         samples.seconds = time.perf_counter() - started
     return samples
+
+
+async def warm_up(url: str, clients: int) -> None:
+    """Every author's page and the latest posts once: what "warm" means below."""
+    paths = [f"/authors/{i}" for i in range(1, DEFAULT_SEED_SIZE.authors + 1)] + ["/posts"] * 5
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+        queue = iter(paths)
+
+        async def client_loop() -> None:
+            for path in queue:
+                await client.get(path, params={"limit": 20} if path == "/posts" else None)
+
+        await asyncio.gather(*(client_loop() for _ in range(clients)))
 
 
 async def cold(url: str, redis_url: str | None, repeats: int) -> Samples:
@@ -368,6 +388,9 @@ def measure(
         samples.misses = stats_delta(before, after, "misses")
         samples.lookups = stats_delta(before, after, "lookup_round_trips")
         samples.writes = stats_delta(before, after, "write_round_trips")
+        samples.redis_errors = stats_delta(before, after, "errors")
+        samples.busy_timeouts = stats_delta(before, after, "timeouts_while_busy")
+        samples.short_circuited = stats_delta(before, after, "short_circuited")
     return samples
 
 
@@ -381,6 +404,9 @@ def merge(into: Samples, other: Samples) -> None:
     into.misses += other.misses
     into.lookups += other.lookups
     into.writes += other.writes
+    into.redis_errors += other.redis_errors
+    into.busy_timeouts += other.busy_timeouts
+    into.short_circuited += other.short_circuited
 
 
 # -- report -----------------------------------------------------------------------------
@@ -401,6 +427,13 @@ def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
                 f"  {variant:18} {hit:>8} {row['requests_per_s']:7.1f} {row['p50_ms']:7.1f} "
                 f"{row['p99_ms']:7.1f} {queries}"
             )
+    for kind in ("warm", "cold"):
+        row = results[kind]["with shared cache"]
+        print(
+            f"{kind}, with shared cache: {row['redis_lookups']} lookups, {row['redis_errors']} "
+            f"failed or timed out ({row['busy_timeouts']} of them late: a busy event loop), "
+            f"{row['short_circuited']} not asked (circuit open)"
+        )
     cold_row = results["cold"]["with shared cache"]
     cold_queries = results["cold"]["without"]["queries_per_request"]["/posts?limit=20"]
     batches = (cold_queries - 1) * cold_row["requests"]  # every query but the posts' own
@@ -450,7 +483,7 @@ def write_chart(results: dict[str, dict[str, dict[str, Any]]], title: str, path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per warm turn")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold-repeats", type=int, default=20, help="per round")
@@ -484,14 +517,17 @@ def main(argv: list[str] | None = None) -> None:
             )
             for variant in VARIANTS
         }
-        for round_number in range(args.rounds):
-            order = VARIANTS if round_number % 2 == 0 else VARIANTS[::-1]
-            for kind in ("warm", "cold"):
+        for url in urls.values():
+            asyncio.run(warm_up(url, args.clients))
+        # Warm rounds first (the cold ones empty the shared cache), variants alternating.
+        for kind in ("warm", "cold"):
+            for round_number in range(args.rounds):
+                order = VARIANTS if round_number % 2 == 0 else VARIANTS[::-1]
                 for variant in order:
                     redis = redis_url if variant != "without" else None
                     samples = measure(kind, urls[variant], redis, args, seed=round_number)
                     merge(results[kind][variant], samples)
-            print(f"round {round_number + 1}/{args.rounds} done", flush=True)
+                print(f"{kind} round {round_number + 1}/{args.rounds} done", flush=True)
 
     summary = {
         kind: {variant: samples.summary() for variant, samples in rows.items()}
