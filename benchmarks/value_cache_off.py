@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument(
+        "--aa", action="store_true", help="A/A control: the baseline against itself (the noise)"
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             capture_output=True,
         ).stdout
         subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
-        sources = {"baseline": Path(folder), "tree": REPO_ROOT}
+        sources = {"baseline": Path(folder), "tree": Path(folder) if args.aa else REPO_ROOT}
         ratios: dict[str, list[float]] = {scenario: [] for scenario in TIMED}
         medians: dict[str, dict[str, list[float]]] = {
             s: {"baseline": [], "tree": []} for s in TIMED
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
                     worker.close()
             print(f"epoch {epoch + 1}/{args.epochs} done", flush=True)
 
-    print(f"\nworking tree / {args.baseline}, no value cache configured (lower is faster)")
+    against = f"{args.baseline} (A/A)" if args.aa else "working tree"
+    print(f"\n{against} / {args.baseline}, no value cache configured (lower is faster)")
     print(f"{'scenario':24} {'baseline':>10} {'tree':>10} {'ratio':>7}  range")
     for scenario in TIMED:
         low, high = min(ratios[scenario]), max(ratios[scenario])
