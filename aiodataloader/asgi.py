@@ -1,24 +1,72 @@
-"""Request-scoped DataLoaders for any ASGI app (Starlette, FastAPI, GraphQL servers).
+"""The request scope for any ASGI app (Starlette, FastAPI, GraphQL servers).
 
-``LoaderMiddleware`` gives every ``http`` request and every ``websocket`` connection its own
-lazy ``Loaders`` container, and tears it down once the response has been fully sent.
+``LoaderRegistry`` says how to build each loader and each resource a request needs (a database
+session, the current user); ``LoaderMiddleware`` gives every ``http`` request and every
+``websocket`` connection its own lazy container, ``Loaders``, and tears it down once the
+response has been fully sent.
+
+Design, and what was rejected:
+
+- Registry and container are separate (as in svcs): the registry lives as long as the app,
+  the container as long as a request. Factories receive the container (or nothing), so a
+  loader's factory asks for the request's session with ``await scope.aget(AsyncSession)``.
+  Rejected: factories that receive the ``HTTPConnection`` only (0.5.0), which cannot reach
+  anything else of the request; and dependency injection by parameter types (dishka), more
+  machinery than a loader needs.
+- ``get`` builds with sync factories only and ``aget`` with any, like svcs; one ``get`` that
+  blocks on async factories cannot exist in a running loop. Concurrent ``aget`` of one class
+  builds it once (svcs builds twice).
+- Generator factories are ``contextlib`` context managers, and a returned context manager is
+  entered (``enter=True``): one teardown shape for every resource, run with the request's
+  error, as FastAPI's dependencies with ``yield`` are.
+- The whole teardown lives in the container (``aclose`` / ``async with``), so a scope of the
+  user's own gets the same rules as the middleware's: newest first, loaders and resources
+  together; bounded by ``teardown_timeout``; errors logged, never replacing the app's error;
+  complete even under a native ``Task.cancel()``. Steps that may await run in a task of their
+  own, awaited in a loop that outlasts the cancellation (a task can be abandoned, an
+  ``await`` in the request's task cannot); steps that do not await run inline, because a
+  task per request would cost more than the whole middleware.
+- The container is found through a private scope key and a context variable, never
+  ``scope["state"]``, which some servers share between requests. ``send`` runs outside our
+  context, so a task the server starts in it (the next pipelined request) does not inherit it.
+- Tests swap factories with ``registry.override(cls, factory)``, which every access path sees.
+  FastAPI's ``app.dependency_overrides`` replaces only what FastAPI injects.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable
+import warnings
+import weakref
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+)
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import ContextVar
-from types import TracebackType
-from typing import Any, TypeVar, cast
+from functools import partial
+from types import MappingProxyType, TracebackType
+from typing import Any, Final, TypeAlias, TypeVar, cast, overload
 
-import anyio
-from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
+try:
+    import anyio
+    from starlette.requests import HTTPConnection
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"aiodataloader.asgi needs Starlette ({error}): install the `asgi` extra, "
+        "e.g. pip install 'aiodataloader[asgi]' (or '.[asgi]' from a clone)"
+    ) from error
 
-from aiodataloader import DataLoader
+from aiodataloader.loader import DataLoader
 
 __all__ = [
     "LoaderFactory",
@@ -27,19 +75,21 @@ __all__ = [
     "Loaders",
     "current_loaders",
     "get_loaders",
+    "loaders_from",
 ]
 
 logger = logging.getLogger("aiodataloader")
 
+T = TypeVar("T")
 L = TypeVar("L", bound=DataLoader[Any, Any])
+ConnectionT = TypeVar("ConnectionT", bound=HTTPConnection)
 
-#: ``factory(conn)`` builds one loader for the request or websocket connection ``conn``.
-LoaderFactory = Callable[[HTTPConnection], L]
+DEFAULT_TEARDOWN_TIMEOUT: Final = 5.0
 
 # A top-level scope key, not scope["state"]: lifespan state is shared (shallow-copied) between
 # requests on some servers and leaked across keep-alive requests on others.
-_SCOPE_KEY = "aiodataloader.loaders"
-_current_loaders: ContextVar[Loaders | None] = ContextVar("aiodataloader.loaders", default=None)
+_SCOPE_KEY: Final = "aiodataloader.loaders"
+_current: ContextVar[Loaders | None] = ContextVar("aiodataloader.loaders", default=None)
 
 _NOT_INSTALLED = (
     "No Loaders container for this {where}: LoaderMiddleware is not installed. Install it with "
@@ -49,112 +99,496 @@ _NOT_INSTALLED = (
     "Middleware added later wraps it, so code that needs loaders must run inside it."
 )
 
+_CLOSED_REASON = "its request has ended; loaders must not outlive the request that built them"
 
-def _check_loader_class(loader_cls: object) -> None:
-    if not (isinstance(loader_cls, type) and issubclass(loader_cls, DataLoader)):
-        raise TypeError(f"expected a DataLoader subclass, got {loader_cls!r}")
+# How a factory is called.
+_NO_ARGUMENT, _CONTAINER, _CONNECTION, _CONTAINER_FORWARDING = range(4)
+_CONNECTION_NAMES = frozenset({"HTTPConnection", "Request", "WebSocket"})
 
 
-def _default_factory(loader_cls: type[L]) -> Callable[[HTTPConnection], L]:
-    """The class itself, if it can be built without arguments."""
+def _describe(value: object) -> str:
+    return value.__name__ if isinstance(value, type) else repr(value)
+
+
+def check_registrable(cls: object, *, loader: bool = False) -> None:
+    """Raise a ``TypeError`` unless ``cls`` is a class (a DataLoader subclass if ``loader``)."""
+    if loader:
+        if not (isinstance(cls, type) and issubclass(cls, DataLoader)):
+            raise TypeError(f"expected a DataLoader subclass, got {cls!r}")
+    elif not isinstance(cls, type):
+        raise TypeError(f"expected a class (a DataLoader subclass or a resource type), got {cls!r}")
+
+
+def _calling_convention(cls: type[Any], factory: Callable[..., Any]) -> int:
     try:
-        inspect.signature(loader_cls).bind()
-        builds_without_args = callable(getattr(loader_cls, "batch_load_fn", None))
+        signature = inspect.signature(factory, eval_str=True)
+    except NameError:  # names imported under TYPE_CHECKING: read them as text
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no signature to read (some builtins): call it bare
+        return _NO_ARGUMENT
+    required = [
+        p
+        for p in signature.parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    shape = (
+        f"the factory for {cls.__name__} must take no argument or one (the request's "
+        f"Loaders container), got {_describe(factory)} with the signature {signature}"
+    )
+    if not required:
+        return _NO_ARGUMENT
+    if len(required) > 1 or required[0].kind is inspect.Parameter.KEYWORD_ONLY:
+        raise TypeError(shape)
+    annotation = required[0].annotation
+    if annotation is inspect.Parameter.empty or annotation in (Any, object):
+        # 0.5.0 called an unannotated factory with the connection. One that reads what only a
+        # connection has (``conn.app``, ``conn.headers``) gets the container through a proxy
+        # that forwards those to the connection, with a DeprecationWarning. Judged by the
+        # names its code reads, so that every other factory gets the container itself and
+        # the container needs no __getattr__ (which slows every attribute read on it).
+        code = getattr(inspect.unwrap(factory), "__code__", None)
+        if code is not None and not _CONNECTION_ONLY.isdisjoint(code.co_names):
+            return _CONTAINER_FORWARDING
+        return _CONTAINER
+    if isinstance(annotation, str):
+        # Unresolvable text (a name imported under TYPE_CHECKING): judged by its last name.
+        return _CONNECTION if annotation.rsplit(".", 1)[-1] in _CONNECTION_NAMES else _CONTAINER
+    if isinstance(annotation, type):
+        if issubclass(annotation, HTTPConnection):
+            return _CONNECTION
+        if issubclass(annotation, Loaders):
+            return _CONTAINER
+    raise TypeError(f"{shape}: its parameter is annotated {annotation!r}, expected Loaders")
+
+
+def _builds_without_arguments(cls: type[Any]) -> bool:
+    try:
+        inspect.signature(cls).bind()
     except TypeError:
-        builds_without_args = False
+        return False
     except ValueError:  # no signature to inspect: let the call decide
-        builds_without_args = True
-    if not builds_without_args:
-        name = loader_cls.__name__
-        raise TypeError(
-            f"{name} cannot be built without arguments: register a factory for it with "
-            f"`LoaderRegistry.register({name}, lambda conn: {name}(...))`"
+        return True
+    return not issubclass(cls, DataLoader) or callable(getattr(cls, "batch_load_fn", None))
+
+
+class _Recipe:
+    """A registered factory with what was learnt about it at ``register()``."""
+
+    __slots__ = ("call", "cls", "enter", "factory", "is_async", "is_loader")
+
+    def __init__(self, cls: type[Any], factory: Callable[..., Any] | None, enter: bool) -> None:
+        check_registrable(cls)
+        if not isinstance(enter, bool):
+            raise TypeError(f"enter for {cls.__name__} must be True or False, got {enter!r}")
+        self.cls = cls
+        self.is_loader = issubclass(cls, DataLoader)
+        self.enter = enter
+        if factory is None:
+            if not _builds_without_arguments(cls):
+                raise TypeError(
+                    f"{cls.__name__} cannot be built without arguments: register a factory for "
+                    f"it with `LoaderRegistry.register({cls.__name__}, factory)`, e.g. "
+                    f"`lambda scope: {cls.__name__}(...)`"
+                )
+            factory = cls
+        elif not callable(factory):
+            hint = " (pass the function, not its result)" if inspect.isawaitable(factory) else ""
+            if inspect.iscoroutine(factory):
+                factory.close()  # never awaited: close it so Python does not warn twice
+            raise TypeError(
+                f"the factory for {cls.__name__} must be callable as factory(scope) or "
+                f"factory(), got {factory!r}{hint}"
+            )
+        self.factory = factory
+        convention = _calling_convention(cls, factory)
+        # Generator factories become context managers: one teardown shape for all.
+        if inspect.isasyncgenfunction(factory):
+            factory = contextlib.asynccontextmanager(factory)
+            self.enter = True
+        elif inspect.isgeneratorfunction(factory):
+            factory = contextlib.contextmanager(factory)
+            self.enter = True
+        self.is_async = inspect.iscoroutinefunction(self.factory) or inspect.isasyncgenfunction(
+            self.factory
         )
-    return lambda conn: loader_cls()
+        call: Callable[[Loaders], Any]
+        if convention == _NO_ARGUMENT:
+            call = _ignore_scope(factory)
+        elif convention == _CONNECTION:
+            call = _with_connection(factory)
+        elif convention == _CONTAINER_FORWARDING:
+            call = _with_forwarding(factory)
+        else:
+            call = factory
+        self.call = call
+
+
+def _ignore_scope(factory: Callable[[], Any]) -> Callable[[Loaders], Any]:
+    return lambda scope: factory()
+
+
+def _with_connection(factory: Callable[[HTTPConnection], Any]) -> Callable[[Loaders], Any]:
+    return lambda scope: factory(scope.connection)
+
+
+def _with_forwarding(factory: Callable[[Any], Any]) -> Callable[[Loaders], Any]:
+    return lambda scope: factory(_ForwardingToConnection(scope))
+
+
+class _ForwardingToConnection:
+    """What a 0.5.0-style factory receives: the container, and for one more release what
+    only a connection has (``conn.app``, ``conn.headers``), with a DeprecationWarning."""
+
+    __slots__ = ("_loaders",)
+
+    def __init__(self, loaders: Loaders) -> None:
+        self._loaders = loaders
+
+    def __getattr__(self, name: str) -> Any:
+        loaders = self._loaders
+        if name in _CONNECTION_ONLY:
+            warnings.warn(
+                "an unannotated factory parameter receives the request's Loaders container "
+                f"now, not its HTTPConnection (0.5.0): use `scope.connection.{name}`, or "
+                f"annotate the parameter HTTPConnection. Loaders forwarding `{name}` to its "
+                "connection goes away in the next release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(loaders.connection, name)
+        return getattr(loaders, name)
 
 
 class LoaderRegistry:
-    """How to build each loader class: ``register(loader_cls, factory)``.
+    """How to build each loader and resource of a request: ``register(cls, factory)``.
 
-    A DataLoader subclass whose constructor needs no arguments is its own factory and needs no
-    registration.
+    A class that builds without arguments (e.g. a DataLoader subclass with its own
+    ``batch_load_fn``) needs no factory, and needs no registration either for a DataLoader.
     """
 
+    __slots__ = ("_recipes",)
+
     def __init__(self) -> None:
-        self._factories: dict[type[DataLoader[Any, Any]], Callable[[HTTPConnection], Any]] = {}
+        self._recipes: dict[type[Any], _Recipe] = {}
+
+    @overload
+    def register(
+        self, cls: type[T], factory: Callable[[Loaders], FactoryResult[T]], *, enter: bool = True
+    ) -> None: ...
+    @overload
+    def register(
+        self, cls: type[T], factory: Callable[[], FactoryResult[T]], *, enter: bool = True
+    ) -> None: ...
+    @overload
+    def register(  # 0.5.0: a factory whose parameter is annotated HTTPConnection (or a subclass)
+        self,
+        cls: type[T],
+        factory: Callable[[ConnectionT], FactoryResult[T]],
+        *,
+        enter: bool = True,
+    ) -> None: ...
+    @overload
+    def register(self, cls: type[Any], factory: None = None, *, enter: bool = True) -> None: ...
 
     def register(
-        self, loader_cls: type[L], factory: Callable[[HTTPConnection], L] | None = None
+        self,
+        cls: type[T],
+        factory: Callable[..., FactoryResult[T]] | None = None,
+        *,
+        enter: bool = True,
     ) -> None:
-        """Build ``loader_cls`` with ``factory(conn)`` (sync); registering again replaces it."""
-        _check_loader_class(loader_cls)
-        if factory is None:
-            factory = _default_factory(loader_cls)
-        elif not callable(factory):
-            raise TypeError(
-                f"factory for {loader_cls.__name__} must be callable as factory(conn), "
-                f"got {factory!r}"
-            )
-        self._factories[loader_cls] = factory
+        """Build ``cls`` once per request with ``factory(scope)`` or ``factory()``.
 
-    def factory_for(self, loader_cls: type[L]) -> Callable[[HTTPConnection], L]:
-        """The registered factory, or the class itself if it needs no arguments."""
-        _check_loader_class(loader_cls)
-        factory = self._factories.get(loader_cls)
-        if factory is None:
-            # Remembered so the signature is inspected once per class, not once per request.
-            factory = self._factories[loader_cls] = _default_factory(loader_cls)
-        return factory
+        The factory may be sync or async, a generator or async generator (its code after
+        ``yield`` runs at teardown, with the request's error thrown in), or return a context
+        manager, which is entered now and exited at teardown (unless ``enter=False``).
+        Registering again replaces the factory.
+        """
+        self._recipes[cls] = _Recipe(cls, factory, enter)
 
-    def __contains__(self, loader_cls: object) -> bool:
-        return cast(Any, loader_cls) in self._factories
+    @contextlib.contextmanager
+    def override(
+        self, cls: type[T], factory: LoaderFactory[T] | None = None, *, enter: bool = True
+    ) -> Iterator[None]:
+        """For tests: build ``cls`` with ``factory`` inside the ``with`` block, then restore.
+
+        Reaches every access path (``get_loader``, ``get_resource``, ``loaders_from``,
+        ``current_loaders``), in every request that starts a build meanwhile; a container
+        that built ``cls`` already keeps its instance.
+        """
+        previous = self._recipes.get(cls)
+        self._recipes[cls] = _Recipe(cls, factory, enter)
+        try:
+            yield
+        finally:
+            if previous is None:
+                self._recipes.pop(cls, None)
+            else:
+                self._recipes[cls] = previous
+
+    def factory_for(self, cls: type[T]) -> LoaderFactory[T]:
+        """The factory registered for ``cls`` (the class itself if it needs no arguments)."""
+        return cast("LoaderFactory[T]", self._recipe(cls).factory)
+
+    def __contains__(self, cls: object) -> bool:
+        return cls in self._recipes
+
+    def _recipe(self, cls: type[Any]) -> _Recipe:
+        recipe = self._recipes.get(cls)
+        if recipe is not None:
+            return recipe
+        if isinstance(cls, type) and issubclass(cls, DataLoader):
+            # Remembered, so the signature is inspected once per class, not per request.
+            recipe = self._recipes[cls] = _Recipe(cls, None, True)
+            return recipe
+        check_registrable(cls)
+        raise TypeError(
+            f"{cls.__name__} is not registered: register a factory for it with "
+            f"`registry.register({cls.__name__}, factory)` on the LoaderRegistry given to "
+            "LoaderMiddleware (or to this Loaders)"
+        )
+
+
+# What the container keeps of each instance: (class, instance, is_loader, exit), where exit is
+# the __exit__ or __aexit__ of an entered context manager (or None).
+_Built = tuple[type[Any], Any, bool, Any]
+
+# Shared by every container that has built nothing yet; replaced before the first insert.
+_NO_INSTANCES: dict[type[Any], Any] = cast("dict[type[Any], Any]", MappingProxyType({}))
+
+# Which container owns a live loader (or resource with cleanup), by id: a factory that returns
+# a shared instance would let one request's teardown cancel another request's loads.
+_owners: weakref.WeakValueDictionary[int, Loaders] = weakref.WeakValueDictionary()
+
+
+class _BuildInProgress:
+    """An ``aget`` build that others wait for; the future is made only if one does."""
+
+    __slots__ = ("done", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.done: asyncio.Future[None] | None = None
+
+    def wait(self) -> asyncio.Future[None]:
+        if self.done is None:
+            self.done = asyncio.get_running_loop().create_future()
+        return self.done
+
+    def finished(self) -> None:
+        if self.done is not None:
+            self.done.set_result(None)
 
 
 class Loaders:
-    """The loaders of one request or websocket connection, each built on first use.
+    """The loaders and resources of one request or websocket connection, built on first use.
 
-    ``LoaderMiddleware`` makes one per request. ``async with Loaders(conn, registry)`` makes a
-    shorter scope of your own, e.g. one per websocket message or GraphQL subscription event.
+    ``LoaderMiddleware`` makes one per request. ``async with Loaders(conn, registry)`` makes
+    a scope of your own, e.g. one per websocket message or GraphQL subscription event.
     """
 
-    __slots__ = ("__weakref__", "_conn", "_loaders", "registry")
+    # Class-level defaults, so that the middleware's container costs two attribute writes
+    # per request until something is built.
+    registry: LoaderRegistry
+    teardown_timeout: float
+    _scope: Scope | None = None
+    _connection: HTTPConnection | None = None
+    _instances: dict[type[Any], Any] = _NO_INSTANCES
+    _built: list[_Built] | None = None
+    _building: dict[type[Any], _BuildInProgress] | None = None
+    _closed = False
 
-    def __init__(self, conn: HTTPConnection, registry: LoaderRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else LoaderRegistry()
-        self._conn: HTTPConnection | None = conn
-        self._loaders: dict[type[DataLoader[Any, Any]], DataLoader[Any, Any]] = {}
-
-    def get(self, loader_cls: type[L]) -> L:
-        """This request's ``loader_cls`` instance, built by its factory on first use."""
-        loader = self._loaders.get(loader_cls)
-        if loader is not None:
-            return loader  # type: ignore[return-value]  # keyed by its own class
-        factory = self.registry.factory_for(loader_cls)
-        if self._conn is None:
-            raise RuntimeError(
-                f"cannot build {loader_cls.__name__}: the request of this Loaders has ended "
-                "and it was torn down; loaders must not outlive the request that built them"
-            )
-        loader = factory(self._conn)
-        if not isinstance(loader, loader_cls):
+    def __init__(
+        self,
+        connection: HTTPConnection | None = None,
+        registry: LoaderRegistry | None = None,
+        *,
+        teardown_timeout: float = DEFAULT_TEARDOWN_TIMEOUT,
+    ) -> None:
+        if connection is not None and not isinstance(connection, HTTPConnection):
             raise TypeError(
-                f"the factory for {loader_cls.__name__} returned {loader!r}, "
-                f"not a {loader_cls.__name__} instance"
+                f"Loaders(connection, registry): connection must be an HTTPConnection "
+                f"(a Request or WebSocket) or None, got {connection!r}"
             )
-        self._loaders[loader_cls] = loader
-        return loader
+        if registry is not None and not isinstance(registry, LoaderRegistry):
+            raise TypeError(f"registry must be a LoaderRegistry, got {registry!r}")
+        _check_timeout(teardown_timeout)
+        self.registry = registry if registry is not None else LoaderRegistry()
+        self.teardown_timeout = teardown_timeout
+        self._connection = connection
+
+    @classmethod
+    def _for_scope(cls, scope: Scope, middleware: LoaderMiddleware) -> Loaders:
+        # The middleware's constructor: the HTTPConnection is built only if a factory asks.
+        loaders = cls.__new__(cls)
+        loaders.__dict__.update(middleware._settings)
+        loaders._scope = scope
+        return loaders
+
+    @property
+    def connection(self) -> HTTPConnection:
+        """The request or websocket connection of this scope."""
+        connection = self._connection
+        if connection is None:
+            if self._scope is None:
+                raise RuntimeError(
+                    f"{self!r} has no connection: it was built without one"
+                    + (" (or was torn down)" if self._closed else "")
+                )
+            connection = self._connection = HTTPConnection(self._scope)
+        return connection
+
+    def get(self, cls: type[T]) -> T:
+        """This request's ``cls``, built on first use by a sync factory."""
+        instances = self._instances
+        if cls in instances:
+            return cast(T, instances[cls])
+        recipe = self._recipe_to_build(cls)
+        if recipe.is_async:
+            raise _use_aget(cls, "is async")
+        if self._building is not None and cls in self._building:
+            raise RuntimeError(
+                f"{cls.__name__} is being built by an async factory call already: use "
+                f"`await scope.aget({cls.__name__})`"
+            )
+        try:
+            value = recipe.call(self)
+        except Exception as failure:
+            _log_factory_failure(cls, failure)
+            raise
+        if inspect.isawaitable(value) and not isinstance(value, cls):
+            if inspect.iscoroutine(value):
+                value.close()  # never awaited: close it so Python does not warn as well
+            raise _use_aget(cls, "returned an awaitable")
+        exit_: Any = None
+        if recipe.enter and not isinstance(value, DataLoader):
+            if hasattr(value, "__enter__") and hasattr(value, "__exit__"):
+                exit_ = type(value).__exit__.__get__(value)
+                value = value.__enter__()
+            elif hasattr(value, "__aenter__") and hasattr(value, "__aexit__"):
+                raise _use_aget(cls, "returned an async context manager")
+        error = self._refusal(recipe, value, exit_)
+        if error is not None:
+            if exit_ is not None:
+                exit_(None, None, None)
+            raise error
+        return cast(T, self._keep(recipe, value, exit_))
+
+    async def aget(self, cls: type[T]) -> T:
+        """This request's ``cls``, built on first use by its factory (sync or async).
+
+        Concurrent calls for one class build it once.
+        """
+        instances = self._instances
+        if cls in instances:
+            return cast(T, instances[cls])
+        recipe = self._recipe_to_build(cls)
+        building = self._building
+        if building is None:
+            building = self._building = {}
+        task = asyncio.current_task()
+        while cls in building:
+            in_progress = building[cls]
+            if in_progress.task is task:
+                raise RuntimeError(
+                    f"{cls.__name__} is being built already: its factory asked for it"
+                )
+            await asyncio.shield(in_progress.wait())  # then built, failed, or to retry
+            instances = self._instances  # replaced at the first build
+            if cls in instances:
+                return cast(T, instances[cls])
+            recipe = self._recipe_to_build(cls)
+        in_progress = building[cls] = _BuildInProgress(task)
+        try:
+            return cast(T, await self._build_async(recipe))
+        except Exception as failure:
+            _log_factory_failure(cls, failure)
+            raise
+        finally:
+            del building[cls]
+            in_progress.finished()
+
+    async def _build_async(self, recipe: _Recipe) -> Any:
+        cls = recipe.cls
+        value = recipe.call(self)
+        if inspect.isawaitable(value) and not isinstance(value, cls):
+            value = await value
+        exit_: Any = None
+        if recipe.enter and not isinstance(value, DataLoader):
+            if hasattr(value, "__aenter__") and hasattr(value, "__aexit__"):
+                exit_ = type(value).__aexit__.__get__(value)
+                value = await value.__aenter__()
+            elif hasattr(value, "__enter__") and hasattr(value, "__exit__"):
+                exit_ = type(value).__exit__.__get__(value)
+                value = value.__enter__()
+        # The request may have ended while the factory awaited (a client that went away).
+        error = self._closed_error(cls) if self._closed else self._refusal(recipe, value, exit_)
+        if error is not None:
+            # Exit what was entered: nobody else will.
+            await _exit_now(cls, exit_)
+            raise error
+        return self._keep(recipe, value, exit_)
+
+    def _recipe_to_build(self, cls: type[Any]) -> _Recipe:
+        if self._closed:
+            raise self._closed_error(cls)
+        return self.registry._recipe(cls)
+
+    def _closed_error(self, cls: type[Any]) -> RuntimeError:
+        return RuntimeError(
+            f"cannot build {getattr(cls, '__name__', cls)}: the request of this Loaders has "
+            "ended and it was torn down; loaders and resources must not outlive the request "
+            "that built them"
+        )
+
+    def _refusal(self, recipe: _Recipe, value: Any, exit_: Any) -> Exception | None:
+        cls = recipe.cls
+        try:
+            wrong_type = not isinstance(value, cls)
+        except TypeError:  # e.g. a Protocol that is not runtime-checkable
+            wrong_type = False
+        if wrong_type:
+            return TypeError(
+                f"the factory for {cls.__name__} returned {value!r}, not a {cls.__name__} instance"
+            )
+        if recipe.is_loader or exit_ is not None:
+            owner = _owners.get(id(value))
+            if owner is not None and owner is not self and not owner._closed:
+                kind = "loader" if recipe.is_loader else "resource"
+                return RuntimeError(
+                    f"the factory for {cls.__name__} returned {value!r}, which belongs to "
+                    f"another request's Loaders ({owner!r}): factories must build a new "
+                    f"{kind} per request"
+                )
+        return None
+
+    def _keep(self, recipe: _Recipe, value: Any, exit_: Any) -> Any:
+        if recipe.is_loader or exit_ is not None:
+            _owners[id(value)] = self
+        built = self._built
+        if built is None:
+            built = self._built = []
+            self._instances = {}
+        self._instances[recipe.cls] = value
+        built.append((recipe.cls, value, recipe.is_loader, exit_))
+        return value
 
     def clear_all(self) -> None:
         """Clear every built loader's cache, e.g. after a mutation or between messages."""
-        for loader in self._loaders.values():
-            loader.clear_all()
+        for _, instance, is_loader, _ in self._built or ():
+            if is_loader:
+                instance.clear_all()
+
+    def __contains__(self, cls: object) -> bool:
+        """Whether this container has built ``cls``."""
+        return cls in self._instances
 
     def __len__(self) -> int:
-        return len(self._loaders)
+        return len(self._instances)
 
     def __repr__(self) -> str:
-        names = ", ".join(cls.__name__ for cls in self._loaders)
-        return f"<Loaders [{names}]{' closed' if self._conn is None else ''}>"
+        names = ", ".join(cls.__name__ for cls in self._instances)
+        return f"<Loaders [{names}]{' closed' if self._closed else ''}>"
 
     async def __aenter__(self) -> Loaders:
         return self
@@ -165,39 +599,292 @@ class Loaders:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        await self._teardown(exc)
 
     async def aclose(self) -> None:
-        """Tear down, newest loader first: ``cancel_pending()``, ``clear_all()``, ``aclose()``.
+        """Tear down, newest first, loaders and resources together.
 
-        Shielded from cancellation. A failing step is logged on the ``aiodataloader`` logger and
-        does not stop the others.
+        A loader is closed (a later ``load()`` raises ``RuntimeError``), its pending loads are
+        cancelled, its cache cleared and its own ``aclose()`` awaited if it has one; a resource
+        gets its cleanup. All of it within ``teardown_timeout`` seconds: a step that overruns
+        is cancelled and abandoned with a warning, and the steps after it still run. A failing
+        step is logged on the ``aiodataloader`` logger and does not stop the others. A native
+        ``Task.cancel()`` waits until the teardown is done, then goes on.
         """
-        self._conn = None  # also breaks the scope -> Loaders -> connection -> scope cycle
-        if not self._loaders:
+        await self._teardown(None)
+
+    async def _teardown(self, error: BaseException | None) -> None:
+        if self._close_if_empty():
             return
-        loaders = list(self._loaders.values())
-        self._loaders.clear()
-        escaped: BaseException | None = None
-        with anyio.CancelScope(shield=True):
-            for loader in reversed(loaders):
-                for step in ("cancel_pending", "clear_all", "aclose"):
+        built = self._built
+        self._closed = True
+        self._scope = None  # also breaks the scope -> Loaders -> scope cycle
+        self._connection = None
+        self._built = None
+        self._instances = _NO_INSTANCES
+        if not built:
+            return
+        for _, instance, _, _ in built:
+            if _owners.get(id(instance)) is self:
+                del _owners[id(instance)]
+        await _Teardown(self.teardown_timeout, error).run(reversed(built))
+
+    def _close_if_empty(self) -> bool:
+        """Close at once if there is nothing to tear down (the common case); True if closed."""
+        if self._built is None or self._closed:
+            self._closed = True
+            self._scope = None
+            self._connection = None
+            return True
+        return False
+
+
+#: What a factory may return for ``T``: the value, an awaitable of it, a generator or async
+#: generator that yields it once (cleanup after ``yield``), or a context manager entered for it.
+FactoryResult: TypeAlias = (
+    T
+    | Awaitable[T]
+    | Iterator[T]
+    | AsyncIterator[T]
+    | AbstractContextManager[T]
+    | AbstractAsyncContextManager[T]
+)
+#: ``factory(scope)`` or ``factory()``: builds one ``T`` for one request.
+LoaderFactory: TypeAlias = Callable[[Loaders], FactoryResult[T]] | Callable[[], FactoryResult[T]]
+
+
+# What a 0.5.0 factory could read on its connection and cannot on the container.
+_CONNECTION_ONLY = frozenset(
+    {"scope", *(name for name in dir(HTTPConnection) if not name.startswith("_"))}
+) - frozenset(dir(Loaders))
+
+
+def _check_timeout(timeout: object) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"teardown_timeout must be a number of seconds > 0, got {timeout!r}")
+
+
+def _use_aget(cls: type[Any], why: str) -> TypeError:
+    return TypeError(
+        f"the factory for {cls.__name__} {why}: use `await scope.aget({cls.__name__})` "
+        "(get() builds with sync factories only)"
+    )
+
+
+def _log_factory_failure(cls: type[Any], failure: BaseException) -> None:
+    # One line: the traceback comes with the app's own error.
+    logger.warning("the factory for %s raised %r", cls.__name__, failure)
+
+
+async def _exit_now(cls: type[Any], exit_: Any) -> None:
+    if exit_ is None:
+        return
+    try:
+        result = exit_(None, None, None)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        logger.exception("cleanup of %s failed", cls.__name__)
+
+
+class _Teardown:
+    """One container's teardown: the steps of each instance, newest first, within a budget.
+
+    An async step (``cancel_pending``, a loader's ``aclose``, a resource's ``__aexit__``)
+    runs in the request's own task, driven by ``_drive``: a step that does not suspend costs
+    no more than a call, and one that does sees the task it expects (anyio cancel scopes and
+    ``asyncio.timeout`` inside it work). While it waits on a future, the task waits on a
+    stand-in for it, so a ``Task.cancel()`` of the request cancels the stand-in, not the step.
+    """
+
+    __slots__ = ("cancelled", "deadline", "error", "escaped", "grace", "loop", "shield")
+
+    def __init__(self, timeout: float, error: BaseException | None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.deadline = self.loop.time() + timeout
+        # Once the budget is spent, each later step still gets a slice of it: a stuck loader
+        # must not leave the session it used open.
+        self.grace = timeout / 10
+        self.error = error
+        self.cancelled = False
+        self.escaped: BaseException | None = None
+        self.shield: anyio.CancelScope | None = None
+
+    async def run(self, built: Iterable[_Built]) -> None:
+        try:
+            for cls, instance, is_loader, exit_ in built:
+                if is_loader:
                     try:
-                        method = getattr(loader, step, None)
-                        if method is None:
-                            continue
-                        result = method()
-                        if inspect.isawaitable(result):
-                            await result
-                    except Exception:
-                        logger.exception("%s() of %r failed during teardown", step, loader)
-                    except BaseException as error:
-                        # e.g. a CancelledError raised by the loader itself: finish the others,
-                        # then let it through.
-                        logger.exception("%s() of %r failed during teardown", step, loader)
-                        escaped = escaped or error
-        if escaped is not None:
-            raise escaped
+                        DataLoader.close(instance, _CLOSED_REASON)
+                    except Exception as failure:
+                        self._failed(cls, instance, "close", failure)
+                    await self._step(
+                        cls, instance, "cancel_pending", instance.cancel_pending, self._remaining
+                    )
+                    self._sync_step(cls, instance, "clear_all", instance.clear_all)
+                    aclose = getattr(instance, "aclose", None)
+                    if aclose is not None:
+                        await self._step(cls, instance, "aclose", aclose)
+                elif exit_ is not None:
+                    error = self.error
+                    args = (None, None, None) if error is None else _exc_info(error)
+                    if inspect.iscoroutinefunction(exit_):
+                        await self._step(cls, instance, "cleanup", partial(exit_, *args))
+                    else:
+                        self._sync_step(cls, instance, "cleanup", partial(exit_, *args))
+        finally:
+            if self.shield is not None:
+                self.shield.__exit__(None, None, None)
+        if self.escaped is not None and self.error is None:
+            raise self.escaped
+        if self.cancelled:
+            raise asyncio.CancelledError
+
+    def _remaining(self) -> float:
+        # For cancel_pending(timeout=): half of what is left, so that the core abandons a
+        # stuck batch (and names it) before this step overruns.
+        return max(self.deadline - self.loop.time(), self.grace) / 2
+
+    def _sync_step(self, cls: type[Any], instance: Any, name: str, step: Callable[[], Any]) -> None:
+        try:
+            step()
+        except BaseException as failure:
+            self._failed(cls, instance, name, failure)
+
+    async def _step(
+        self,
+        cls: type[Any],
+        instance: Any,
+        name: str,
+        step: Callable[..., Any],
+        with_timeout: Callable[[], float] | None = None,
+    ) -> None:
+        try:
+            awaitable = step() if with_timeout is None else step(timeout=with_timeout())
+        except BaseException as failure:
+            self._failed(cls, instance, name, failure)
+            return
+        if not inspect.isawaitable(awaitable):
+            return  # e.g. a loader's aclose() that is a plain method
+        coro = awaitable if inspect.iscoroutine(awaitable) else _await(awaitable)
+        outcome = await _Drive(self, coro)
+        if outcome is _ABANDONED:
+            logger.warning(
+                "%s did not finish within the teardown timeout and ignored cancellation; abandoned",
+                _step_label(cls, instance, name),
+            )
+        elif outcome is _CANCELLED_LATE:
+            logger.warning(
+                "%s did not finish within the teardown timeout; cancelled",
+                _step_label(cls, instance, name),
+            )
+        elif outcome is not None:
+            self._failed(cls, instance, name, cast(BaseException, outcome))
+
+    def _failed(self, cls: type[Any], instance: Any, name: str, failure: BaseException) -> None:
+        if failure is self.error:
+            return  # a cleanup that re-raises the request's own error: not a failure of its own
+        logger.error(
+            "%s failed during teardown",
+            _step_label(cls, instance, name),
+            exc_info=(type(failure), failure, failure.__traceback__),
+        )
+        if not isinstance(failure, (Exception, asyncio.CancelledError)) and self.escaped is None:
+            self.escaped = failure  # KeyboardInterrupt, SystemExit: raised after the others
+
+
+_ABANDONED = object()
+_CANCELLED_LATE = object()
+
+
+class _Drive:
+    """Awaiting it runs ``coro`` to its end in the current task, as ``await coro`` would, but
+    a cancellation of the task is recorded on the teardown instead of reaching ``coro``, and
+    ``coro`` is cancelled at the teardown's deadline, then abandoned after a grace period.
+
+    The awaited value is None when ``coro`` finished, the exception it raised, or a marker
+    for "cancelled late" or "abandoned".
+    """
+
+    __slots__ = ("coro", "teardown")
+
+    def __init__(self, teardown: _Teardown, coro: Coroutine[Any, Any, Any]) -> None:
+        self.teardown = teardown
+        self.coro = coro
+
+    def __await__(self) -> Generator[Any, None, object]:
+        teardown, coro, loop = self.teardown, self.coro, self.teardown.loop
+        cancelled_by_us = False
+        while True:
+            try:
+                waited = coro.send(None)
+            except StopIteration:
+                return _CANCELLED_LATE if cancelled_by_us else None
+            except BaseException as failure:
+                if cancelled_by_us and isinstance(failure, asyncio.CancelledError):
+                    return _CANCELLED_LATE
+                return failure
+            if teardown.shield is None:
+                # anyio re-delivers its cancellation at every await until the scope is left.
+                teardown.shield = anyio.CancelScope(shield=True).__enter__()
+            if waited is None:  # a bare yield (asyncio.sleep(0)): one trip around the loop
+                try:
+                    yield None
+                except asyncio.CancelledError:
+                    teardown.cancelled = True
+                continue
+            if getattr(waited, "_asyncio_future_blocking", None) is None:
+                _close(coro)
+                return RuntimeError(f"a teardown step yielded {waited!r}, not a future")
+            waited._asyncio_future_blocking = False  # taken over, as a Task does
+            while not waited.done():
+                if loop.time() >= teardown.deadline:
+                    if cancelled_by_us:
+                        _close(coro)  # stop driving it, whether or not it lets itself close
+                        teardown.deadline = loop.time()  # spent: later steps get the grace
+                        return _ABANDONED
+                    # As Task.cancel() does: cancel what it waits on, then let it react.
+                    cancelled_by_us = True
+                    teardown.deadline = loop.time() + teardown.grace
+                    waited.cancel()
+                    break
+                stand_in = loop.create_future()
+                wake = partial(_wake, stand_in)
+                waited.add_done_callback(wake)
+                timer = loop.call_at(teardown.deadline, wake, None)
+                try:
+                    yield from stand_in
+                except asyncio.CancelledError:
+                    # A Task.cancel() of the request: finish first, then let it go on.
+                    teardown.cancelled = True
+                finally:
+                    waited.remove_done_callback(wake)
+                    timer.cancel()
+
+
+def _wake(stand_in: asyncio.Future[None], _: object) -> None:
+    if not stand_in.done():
+        stand_in.set_result(None)
+
+
+def _close(coro: Coroutine[Any, Any, Any]) -> None:
+    # A step that awaits again on GeneratorExit cannot be closed: it is left as it is.
+    with contextlib.suppress(RuntimeError):
+        coro.close()
+
+
+def _step_label(cls: type[Any], instance: Any, step: str) -> str:
+    if step == "cleanup":
+        return f"cleanup of {cls.__name__} {instance!r}"
+    return f"{step}() of {instance!r}"
+
+
+def _exc_info(error: BaseException) -> tuple[type[BaseException], BaseException, Any]:
+    return type(error), error, error.__traceback__
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 class LoaderMiddleware:
@@ -207,36 +894,78 @@ class LoaderMiddleware:
     BackgroundTasks task, on every exit path. Other scope types (lifespan) pass through.
     """
 
-    def __init__(self, app: ASGIApp, registry: LoaderRegistry | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        registry: LoaderRegistry | None = None,
+        *,
+        teardown_timeout: float = DEFAULT_TEARDOWN_TIMEOUT,
+    ) -> None:
+        if registry is not None and not isinstance(registry, LoaderRegistry):
+            raise TypeError(
+                f"LoaderMiddleware: registry must be a LoaderRegistry, got {registry!r}"
+            )
+        _check_timeout(teardown_timeout)
         self.app = app
         self.registry = registry if registry is not None else LoaderRegistry()
+        self.teardown_timeout = teardown_timeout
+        self._settings = {"registry": self.registry, "teardown_timeout": teardown_timeout}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        loaders = Loaders(HTTPConnection(scope), self.registry)
+        loaders = Loaders._for_scope(scope, self)
         # A nested LoaderMiddleware (e.g. around a mounted GraphQL app) hands the outer
         # container back when it is done.
         outer = scope.get(_SCOPE_KEY)
         scope[_SCOPE_KEY] = loaders
-        token = _current_loaders.set(loaders)
+        token = _current.set(loaders)
         try:
-            await self.app(scope, receive, send)
-        except BaseException:
-            # A teardown error is logged by aclose(); it never replaces the app's own error.
-            with contextlib.suppress(BaseException):
-                await loaders.aclose()
+            if scope["type"] == "http":
+                await self.app(scope, receive, _SendOutside(send, outer))
+            else:
+                await self.app(scope, receive, send)
+        except BaseException as error:
+            # The container's own teardown rule: its errors never replace the app's.
+            if not loaders._close_if_empty():
+                await loaders.__aexit__(type(error), error, error.__traceback__)
             raise
         else:
-            await loaders.aclose()
+            if not loaders._close_if_empty():
+                await loaders.__aexit__(None, None, None)
         finally:
-            _current_loaders.reset(token)
+            _current.reset(token)
             if outer is not None:
                 scope[_SCOPE_KEY] = outer
 
 
-def get_loaders(conn: HTTPConnection) -> Loaders:
+class _SendOutside:
+    """The server's ``send``, with the final body message sent outside the request's context:
+    a server may start the next pipelined request's task inside it (uvicorn does), and that
+    task must not inherit this request's container. A plain call, not a coroutine, for every
+    other message, since it runs on every response."""
+
+    __slots__ = ("outer", "send")
+
+    def __init__(self, send: Send, outer: Loaders | None) -> None:
+        self.send = send
+        self.outer = outer
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            return self._outside(message)
+        return self.send(message)
+
+    async def _outside(self, message: Message) -> None:
+        token = _current.set(self.outer)
+        try:
+            await self.send(message)
+        finally:
+            _current.reset(token)
+
+
+def loaders_from(conn: HTTPConnection) -> Loaders:
     """The ``Loaders`` of this request or websocket connection (a Request, WebSocket, ...)."""
     loaders: Loaders | None = conn.scope.get(_SCOPE_KEY)
     if loaders is None:
@@ -244,9 +973,19 @@ def get_loaders(conn: HTTPConnection) -> Loaders:
     return loaders
 
 
+def get_loaders(conn: HTTPConnection) -> Loaders:
+    """Deprecated name of ``loaders_from``, kept for one release."""
+    warnings.warn(
+        "get_loaders(conn) is now loaders_from(conn); get_loaders goes away in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return loaders_from(conn)
+
+
 def current_loaders() -> Loaders:
     """The ``Loaders`` of the request being handled, from anywhere inside it (e.g. resolvers)."""
-    loaders = _current_loaders.get()
+    loaders = _current.get()
     if loaders is None:
         raise RuntimeError(
             _NOT_INSTALLED.format(where="context")

@@ -1,10 +1,16 @@
 """Per-request cost of LoaderMiddleware against the same app without it.
 
-Two identical Starlette apps: one wrapped in LoaderMiddleware, one not (it builds its loaders
-by hand, per request). Each is hit with a request that uses no loader and one that uses three,
-in-process over httpx's ASGITransport and over a real uvicorn server on 127.0.0.1 (in a child
-process, so client and server do not share a GIL). The two apps run side by side in
-interleaved rounds; the result is the median of the per-round ratios with/without.
+First, the ASGI app called directly, with no HTTP client in the timing (a client's own cost
+dilutes the ratio): a bare Starlette endpoint against the same endpoint behind
+LoaderMiddleware, for a request that uses no loader; and a request that uses one resource
+(a session from an async generator, cleaned up after the response) and three loaders built
+from it, through the request scope, against the same objects built by hand in the endpoint.
+
+Then, for scale, the same apps in-process over httpx's ASGITransport and over a real uvicorn
+server on 127.0.0.1 (in a child process, so client and server do not share a GIL).
+
+Each pair runs side by side in interleaved rounds; the result is the median of the per-round
+ratios with/without.
 
     python benchmarks/http_overhead.py           # 1-3 minutes
     python benchmarks/http_overhead.py --quick   # smoke run, under 20 s
@@ -19,8 +25,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -28,10 +36,10 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message
 
 from aiodataloader import DataLoader
-from aiodataloader.asgi import LoaderMiddleware, get_loaders
+from aiodataloader.asgi import LoaderMiddleware, LoaderRegistry, Loaders, loaders_from
 
 
 class Users(DataLoader[int, str]):
@@ -55,7 +63,7 @@ async def no_loader(request: Request) -> Response:
 
 
 async def three_with_middleware(request: Request) -> Response:
-    loaders = get_loaders(request)
+    loaders = loaders_from(request)
     values = [await loaders.get(cls).load(1) for cls in LOADERS]
     return PlainTextResponse(",".join(values))
 
@@ -63,6 +71,81 @@ async def three_with_middleware(request: Request) -> Response:
 async def three_by_hand(request: Request) -> Response:
     values = [await cls().load(1) for cls in LOADERS]
     return PlainTextResponse(",".join(values))
+
+
+class Session:
+    """Stands for a database session: opened per request, closed after it."""
+
+    def __init__(self) -> None:
+        self.open = True
+
+
+@asynccontextmanager
+async def open_session() -> AsyncIterator[Session]:
+    session = Session()
+    try:
+        yield session
+    finally:
+        session.open = False
+
+
+class SessionUsers(DataLoader[int, str]):
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+
+    async def batch_load_fn(self, keys: list[int]) -> list[str]:
+        return [f"user{k}" for k in keys]
+
+
+class SessionPosts(SessionUsers):
+    pass
+
+
+class SessionTags(SessionUsers):
+    pass
+
+
+SESSION_LOADERS = (SessionUsers, SessionPosts, SessionTags)
+
+
+async def session_factory() -> AsyncIterator[Session]:
+    async with open_session() as session:
+        yield session
+
+
+def session_registry() -> LoaderRegistry:
+    registry = LoaderRegistry()
+    registry.register(Session, session_factory)
+    for cls in SESSION_LOADERS:
+
+        async def factory(scope: Loaders, cls: type[SessionUsers] = cls) -> SessionUsers:
+            return cls(await scope.aget(Session))
+
+        registry.register(cls, factory)
+    return registry
+
+
+async def resource_with_scope(request: Request) -> Response:
+    scope = loaders_from(request)
+    values = [await (await scope.aget(cls)).load(1) for cls in SESSION_LOADERS]
+    return PlainTextResponse(",".join(values))
+
+
+async def resource_by_hand(request: Request) -> Response:
+    async with open_session() as session:
+        values = [await cls(session).load(1) for cls in SESSION_LOADERS]
+    return PlainTextResponse(",".join(values))
+
+
+def build_direct_apps() -> tuple[ASGIApp, ASGIApp]:
+    """(with LoaderMiddleware, without): the apps the direct ASGI calls time."""
+    with_mw = Starlette(
+        routes=[Route("/none", no_loader), Route("/resource", resource_with_scope)],
+        middleware=[Middleware(LoaderMiddleware, registry=session_registry())],
+    )
+    without = Starlette(routes=[Route("/none", no_loader), Route("/resource", resource_by_hand)])
+    return with_mw, without
 
 
 def build_apps() -> tuple[ASGIApp, ASGIApp]:
@@ -105,6 +188,63 @@ def interleaved(
         t_without.append(b)
         ratios.append(a / b)
     return statistics.median(t_without), statistics.median(t_with), statistics.median(ratios)
+
+
+def http_scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def send(message: Message) -> None:
+    return None
+
+
+def bench_direct(rounds: int, per_round: int) -> list[Row]:
+    """The ASGI apps called directly: no client, no server, nothing else in the timing."""
+    apps = build_direct_apps()
+    loop = asyncio.new_event_loop()  # not asyncio.run: the timing loop stays synchronous
+    rows = []
+    try:
+        for path, label in (("/none", "no loader"), ("/resource", "resource + 3 loaders")):
+            template = http_scope(path)
+
+            async def requests(app: ASGIApp, template: dict[str, Any] = template) -> None:
+                for _ in range(per_round):
+                    # A fresh scope per request, as a server makes one (both sides alike).
+                    await app(dict(template), receive, send)
+
+            def timed(app: ASGIApp) -> float:
+                start = time.perf_counter()
+                loop.run_until_complete(requests(app))
+                return (time.perf_counter() - start) / per_round
+
+            timed(apps[0])  # warm-up
+            timed(apps[1])
+            t_without, t_with, ratio = interleaved(
+                rounds, lambda: timed(apps[0]), lambda: timed(apps[1])
+            )
+            rows.append(
+                Row("ASGI app called directly", label, t_without * 1e6, t_with * 1e6, ratio)
+            )
+    finally:
+        loop.close()
+    return rows
 
 
 def bench_asgi(rounds: int, per_round: int) -> list[Row]:
@@ -199,15 +339,17 @@ def main() -> None:
     if args.serve:
         serve(args.serve)
         return
-    rounds, asgi_n, http_n = (30, 50, 40) if args.quick else (150, 100, 60)
-    rows = bench_asgi(rounds, asgi_n) + bench_uvicorn(rounds, http_n)
+    rounds, direct_n, asgi_n, http_n = (30, 100, 50, 40) if args.quick else (150, 400, 100, 60)
+    rows = (
+        bench_direct(rounds, direct_n) + bench_asgi(rounds, asgi_n) + bench_uvicorn(rounds, http_n)
+    )
     print(
-        f"{'transport':<24} {'request':<14} {'without µs':>11} {'with µs':>9} "
+        f"{'transport':<24} {'request':<20} {'without µs':>11} {'with µs':>9} "
         f"{'overhead':>9}  (median of {rounds} paired ratios)"
     )
     for r in rows:
         print(
-            f"{r.transport:<24} {r.request:<14} {r.without_us:>11.1f} {r.with_us:>9.1f} "
+            f"{r.transport:<24} {r.request:<20} {r.without_us:>11.1f} {r.with_us:>9.1f} "
             f"{(r.ratio - 1) * 100:>+8.1f}%"
         )
 

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from aiodataloader import DataLoader
-from aiodataloader.asgi import LoaderMiddleware, LoaderRegistry, current_loaders, get_loaders
+from aiodataloader.asgi import LoaderMiddleware, LoaderRegistry, current_loaders, loaders_from
 
 from .asgi_client import asgi_client
 
@@ -72,7 +72,7 @@ async def test_plain_starlette_gets_one_loader_per_request() -> None:
     events: list[str] = []
 
     async def endpoint(request: Request) -> Response:
-        loader = get_loaders(request).get(Tracked)
+        loader = loaders_from(request).get(Tracked)
         assert current_loaders().get(Tracked) is loader
         values = await loader.load_many([1, 2, 3])
         return JSONResponse(values)
@@ -90,7 +90,7 @@ async def test_a_request_that_uses_no_loader_builds_none() -> None:
     events: list[str] = []
 
     async def endpoint(request: Request) -> Response:
-        return PlainTextResponse(repr(get_loaders(request)))
+        return PlainTextResponse(repr(loaders_from(request)))
 
     async with client_for(app_with(endpoint, events)) as client:
         assert (await client.get("/")).text == "<Loaders []>"
@@ -129,7 +129,7 @@ async def test_teardown_runs_when_the_endpoint_raises() -> None:
     events: list[str] = []
 
     async def endpoint(request: Request) -> Response:
-        await get_loaders(request).get(Tracked).load(1)
+        await loaders_from(request).get(Tracked).load(1)
         raise ValueError("endpoint broke")
 
     app = app_with(endpoint, events)
@@ -145,7 +145,7 @@ async def test_teardown_runs_after_http_exception() -> None:
     events: list[str] = []
 
     async def endpoint(request: Request) -> Response:
-        await get_loaders(request).get(Tracked).load(7)
+        await loaders_from(request).get(Tracked).load(7)
         raise HTTPException(404, "no such thing")
 
     async with client_for(app_with(endpoint, events)) as client:
@@ -164,8 +164,8 @@ async def test_teardown_error_is_logged_and_never_hides_the_original_error(
             raise OSError("aclose broke")
 
     async def endpoint(request: Request) -> Response:
-        get_loaders(request).get(Tracked)
-        get_loaders(request).get(Broken)
+        loaders_from(request).get(Tracked)
+        loaders_from(request).get(Broken)
         if request.query_params.get("fail"):
             raise ValueError("endpoint broke")
         return PlainTextResponse("fine")
@@ -196,7 +196,7 @@ async def test_base_exception_in_teardown_never_replaces_the_endpoint_error(
             raise asyncio.CancelledError
 
     async def endpoint(request: Request) -> Response:
-        get_loaders(request).get(CancelsItself)
+        loaders_from(request).get(CancelsItself)
         raise ValueError("endpoint broke")
 
     app = app_with(endpoint, events, CancelsItself)
@@ -211,15 +211,15 @@ async def test_nested_middleware_hands_the_outer_container_back() -> None:
     seen: list[object] = []
 
     async def inner_endpoint(request: Request) -> Response:
-        seen.append(get_loaders(request))
+        seen.append(loaders_from(request))
         return PlainTextResponse("inner")
 
     inner = LoaderMiddleware(Starlette(routes=[Route("/", inner_endpoint)]))
 
     async def outer_endpoint(request: Request) -> Response:
-        outer_loaders = get_loaders(request)
+        outer_loaders = loaders_from(request)
         await inner(request.scope, request.receive, _discard)
-        seen.append(get_loaders(request))
+        seen.append(loaders_from(request))
         assert current_loaders() is outer_loaders
         return PlainTextResponse("outer")
 
@@ -248,7 +248,7 @@ async def test_cancelled_request_still_tears_down_shielded() -> None:
     futures: list[Any] = []
 
     async def endpoint(request: Request) -> Response:
-        loaders = get_loaders(request)
+        loaders = loaders_from(request)
         loaders.get(Tracked)
         futures.append(loaders.get(Slow).load(1))
         return PlainTextResponse(await futures[0])
@@ -338,7 +338,7 @@ async def test_nothing_from_a_request_survives_it() -> None:
             return values
 
     async def endpoint(request: Request) -> Response:
-        loaders = get_loaders(request)
+        loaders = loaders_from(request)
         refs.extend([weakref.ref(loaders), weakref.ref(loaders.get(Values))])
         await loaders.get(Values).load_many([1, 2])
         if request.query_params.get("fail"):

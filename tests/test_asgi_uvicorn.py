@@ -14,14 +14,15 @@ import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from aiodataloader import DataLoader
-from aiodataloader.asgi import LoaderMiddleware, current_loaders, get_loaders
+from aiodataloader.asgi import LoaderMiddleware, current_loaders, loaders_from
 
 pytestmark = pytest.mark.anyio
 
@@ -80,20 +81,20 @@ async def slow(request: Request) -> Response:
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch_disconnect)
-        await get_loaders(request).get(Tracked).load(1)
-        await get_loaders(request).get(Slow).load(1)
+        await loaders_from(request).get(Tracked).load(1)
+        await loaders_from(request).get(Slow).load(1)
     return PlainTextResponse("unreachable")
 
 
 async def boom(request: Request) -> Response:
-    await get_loaders(request).get(Tracked).load(1)
+    await loaders_from(request).get(Tracked).load(1)
     if request.query_params.get("http"):
         raise HTTPException(409, "conflict")
     raise RuntimeError("endpoint broke")
 
 
 async def ok(request: Request) -> Response:
-    return PlainTextResponse(await get_loaders(request).get(Tracked).load(0))
+    return PlainTextResponse(await loaders_from(request).get(Tracked).load(0))
 
 
 app = Starlette(
@@ -176,3 +177,78 @@ async def test_disconnects_errors_and_slow_batches_against_real_uvicorn(base_url
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         assert (await client.get("/")).text == "row0"
     await wait_for_teardown(8)
+
+
+# --- HTTP pipelining: the next request's task is created inside this request's send() -------
+
+pipelined_seen: list[str] = []
+
+
+async def scoped(request: Request) -> Response:
+    loaders = loaders_from(request)
+    loaders.get(Tracked)
+
+    async def still_running() -> None:
+        # The container is still open while this runs, after the body went out.
+        await asyncio.sleep(0.2)
+
+    return PlainTextResponse(f"scoped {id(loaders)}", background=BackgroundTask(still_running))
+
+
+async def outside(request: Request) -> Response:
+    try:
+        found = current_loaders()
+    except RuntimeError:
+        return PlainTextResponse("no container")
+    return PlainTextResponse(f"leaked {id(found)}")
+
+
+pipelined_app = Starlette(
+    routes=[
+        Mount("/scoped", LoaderMiddleware(Starlette(routes=[Route("/", scoped)]))),
+        Route("/outside", outside),
+    ]
+)
+
+
+async def serve(app: Any) -> AsyncIterator[tuple[str, int]]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app, lifespan="off", http="h11", ws="none", log_config=None, log_level="critical"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    with anyio.fail_after(10):
+        while not server.started:  # noqa: ASYNC110  # uvicorn offers no event to wait on
+            await asyncio.sleep(0.01)
+    try:
+        yield sock.getsockname()
+    finally:
+        server.should_exit = True
+        with anyio.fail_after(10):
+            await task
+        sock.close()
+
+
+async def test_a_pipelined_request_never_sees_the_previous_requests_container() -> None:
+    Book.built = []
+    async for host, port in serve(pipelined_app):
+        request = "GET {} HTTP/1.1\r\nHost: test\r\n\r\n"
+        reader, writer = await asyncio.open_connection(host, port)
+        # Both requests in one write: uvicorn starts the second one's task from inside the
+        # first one's final send(), while the first one's background task still runs.
+        writer.write((request.format("/scoped/") + request.format("/outside")).encode())
+        await writer.drain()
+        with anyio.fail_after(10):
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"no container"):
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                data += chunk
+        writer.close()
+        await writer.wait_closed()
+        bodies = [part.rsplit(b"\r\n\r\n", 1)[-1] for part in data.split(b"HTTP/1.1 ")[1:]]
+        assert bodies[0].startswith(b"scoped ")
+        assert bodies[1] == b"no container"

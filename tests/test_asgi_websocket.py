@@ -12,7 +12,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from aiodataloader import DataLoader
-from aiodataloader.asgi import LoaderMiddleware, Loaders, current_loaders, get_loaders
+from aiodataloader.asgi import LoaderMiddleware, Loaders, current_loaders, loaders_from
 from tests import typing_fastapi
 
 with warnings.catch_warnings():
@@ -43,7 +43,7 @@ containers: list[Loaders] = []
 
 async def echo(websocket: WebSocket) -> None:
     await websocket.accept()
-    loaders = get_loaders(websocket)
+    loaders = loaders_from(websocket)
     containers.append(loaders)
     try:
         while True:
@@ -83,7 +83,7 @@ def test_one_container_per_connection_kept_across_messages() -> None:
 def test_server_side_close_tears_down() -> None:
     async def close_after_one(websocket: WebSocket) -> None:
         await websocket.accept()
-        await websocket.send_text(await get_loaders(websocket).get(Counter).load(5))
+        await websocket.send_text(await loaders_from(websocket).get(Counter).load(5))
         await websocket.close()
 
     one_shot = Starlette(

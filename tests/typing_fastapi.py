@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, WebSocket
 from starlette.requests import HTTPConnection
 
 from aiodataloader import DataLoader
-from aiodataloader.asgi import LoaderMiddleware, LoaderRegistry, current_loaders, get_loaders
+from aiodataloader.asgi import LoaderMiddleware, LoaderRegistry, current_loaders, loaders_from
 from aiodataloader.fastapi import get_loader
 
 if TYPE_CHECKING:
@@ -39,7 +39,9 @@ class PostLoader(DataLoader[int, list[str]]):
 
 
 registry = LoaderRegistry()
-registry.register(PostLoader, lambda conn: PostLoader(conn.headers.get("x-prefix", "post")))
+registry.register(
+    PostLoader, lambda scope: PostLoader(scope.connection.headers.get("x-prefix", "post"))
+)
 
 app = FastAPI()
 app.add_middleware(LoaderMiddleware, registry=registry)
@@ -67,8 +69,8 @@ def typed_surface(conn: HTTPConnection) -> None:
     """Never called: only its types matter."""
     dependency = get_loader(UserLoader)
     assert_type(dependency, Callable[[HTTPConnection], Coroutine[Any, Any, UserLoader]])
-    assert_type(get_loaders(conn).get(PostLoader), PostLoader)
+    assert_type(loaders_from(conn).get(PostLoader), PostLoader)
     assert_type(current_loaders().get(UserLoader), UserLoader)
     # Both checkers must reject these: an unneeded ignore is an error for both.
     get_loader(int)  # type: ignore[type-var]
-    registry.register(dict)  # type: ignore[type-var]
+    loaders_from(conn).get("UserLoader")  # type: ignore[arg-type]
