@@ -244,3 +244,12 @@ class Listeners:
     def __len__(self) -> int:
         return len(self._listeners)
 
+
+def give_value_cache(loader: Any, value_cache: ValueCache[Any]) -> bool:
+    """Give a loader that has none a value cache (what ``LoaderRegistry(value_caches=...)``
+    does for every loader it builds); False, and nothing changed, if it has one already.
+    Done before the loader's first load (a batch dispatched before it went without)."""
+    if loader._shared is not None:
+        return False
+    loader._shared = ValueCacheFlow(loader._label(), value_cache, loader._cache, loader._key_fn)
+    return True

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
 from aiodataloader import DataLoader
+from aiodataloader.asgi import LoaderRegistry, Loaders, ValueCacheChooser
 from aiodataloader.redis import RedisCache, RedisValueCache
 from aiodataloader.serialization import (
     JsonSerializer,
@@ -88,6 +89,22 @@ async def typed_redis_caches(shared: RedisCache) -> None:
     serializer: Serializer[Author] = MsgspecSerializer(Author)
     assert_type(serializer.loads(b"{}"), Author)
     del as_protocol
+
+
+def registry_gives_value_caches(shared: RedisCache) -> LoaderRegistry:
+    authors = shared.for_loader(
+        "authors", ttl=60, serializer=MsgspecSerializer[Author | None](Author | None)
+    )
+    caches: dict[type[DataLoader[Any, Any]], RedisValueCache[Any]] = {AuthorLoader: authors}
+
+    def per_tenant(cls: type[DataLoader[Any, Any]], scope: Loaders) -> ValueCache[Any] | None:
+        cache = caches.get(cls)
+        return None if cache is None else cache.with_prefix(scope.connection.headers["x-tenant"])
+
+    chooser: ValueCacheChooser = per_tenant
+    LoaderRegistry(value_caches=lambda cls, scope: caches.get(cls))
+    LoaderRegistry(value_caches=lambda cls: None)  # type: ignore[arg-type, misc]  # pyright: ignore[reportArgumentType]
+    return LoaderRegistry(value_caches=chooser)
 
 
 async def any_value_cache() -> None:
