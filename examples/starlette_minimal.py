@@ -1,4 +1,4 @@
-"""DataLoaders in a plain Starlette app (no FastAPI): ``get_loaders(request).get(...)``.
+"""DataLoaders in a plain Starlette app (no FastAPI): ``loaders_from(request).get(...)``.
 
 uvicorn examples.starlette_minimal:app
 curl 'http://127.0.0.1:8000/users?ids=1,2,3'    # 3 users, 1 batch call
@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from aiodataloader import DataLoader
-from aiodataloader.asgi import LoaderMiddleware, LoaderRegistry, get_loaders
+from aiodataloader.asgi import LoaderMiddleware, LoaderRegistry, loaders_from
 
 USERS = {1: "Ada Lovelace", 2: "Grace Hopper", 3: "Barbara Liskov"}  # stands in for a database
 
@@ -28,9 +28,9 @@ class UserLoader(DataLoader[int, str | None]):
 
 
 registry = LoaderRegistry()
-# The factory gets the request's HTTPConnection: take shared resources from the app (or the
-# request's user) here. A loader whose constructor needs no arguments needs no registration.
-registry.register(UserLoader, lambda conn: UserLoader(USERS))
+# A factory gets nothing, or the request's container (its resources, and the connection as
+# scope.connection). A loader whose constructor needs no arguments needs no registration.
+registry.register(UserLoader, lambda: UserLoader(USERS))
 
 
 async def list_users(request: Request) -> JSONResponse:
@@ -38,7 +38,7 @@ async def list_users(request: Request) -> JSONResponse:
         ids = [int(part) for part in request.query_params.get("ids", "").split(",") if part]
     except ValueError:
         return JSONResponse({"detail": "ids must be comma-separated integers"}, status_code=422)
-    users = get_loaders(request).get(UserLoader)  # the same instance for the whole request
+    users = loaders_from(request).get(UserLoader)  # the same instance for the whole request
     names = await asyncio.gather(*(users.load(user_id) for user_id in ids))
     return JSONResponse([{"id": i, "name": name} for i, name in zip(ids, names, strict=True)])
 

@@ -16,12 +16,13 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import QueuePool, func, select
 
+from aiodataloader.asgi import Loaders
 from demo.report import AUTHOR_QUERY, POSTS_QUERY
 from examples.blog import queries
 from examples.blog.app import QUERY_COUNT_HEADER, create_app
-from examples.blog.db import Database, SeedSize
-from examples.blog.loaders import SessionLoader
-from examples.blog.models import Comment
+from examples.blog.db import Database, SeedSize, SharedSession, count_queries
+from examples.blog.loaders import AuthorLoader, CommentsOfPostLoader, SessionLoader, save
+from examples.blog.models import Author, Comment
 
 from .examples_support import postgres_database
 
@@ -149,7 +150,10 @@ async def test_graphql_author(client: httpx.AsyncClient) -> None:
 
 
 async def test_deep_graphql_query_is_one_query_per_level(client: httpx.AsyncClient) -> None:
-    query = "{ posts(limit: 10) { author { posts { comments { author { name } } } } } }"
+    query = (
+        "{ posts(limit: 10) { author { posts(limit: 5) { comments(limit: 5) { author { name } } } }"
+        " } }"
+    )
     data, loader_queries = await graphql(client, "/graphql", query)
     naive_data, naive_queries = await graphql(client, "/naive/graphql", query)
 
@@ -157,6 +161,76 @@ async def test_deep_graphql_query_is_one_query_per_level(client: httpx.AsyncClie
     # posts, their authors, the authors' posts, those posts' comments, the comments' authors
     assert loader_queries == 5
     assert naive_queries > 100
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        # Author -> posts -> author -> posts ...: the work multiplies at every level.
+        (
+            "{ posts(limit: 100) { " + "author { posts { " * 5 + "id" + " } }" * 5 + " } }",
+            "'anonymous' exceeds maximum operation depth of 5",
+        ),
+        (
+            "{ posts(limit: 100) { " + "author { posts { " * 25 + "id" + " } }" * 25 + " } }",
+            "'anonymous' exceeds maximum operation depth of 5",
+        ),
+        (
+            "{ " + " ".join(f"a{i}: posts(limit: 100) {{ id }}" for i in range(1_000)) + " }",
+            "Document contains more than 1000 tokens",
+        ),
+        (
+            "{ " + " ".join(f"a{i}: posts(limit: 1) {{ id }}" for i in range(11)) + " }",
+            "11 aliases found. Allowed: 10",
+        ),
+        # Five levels, no alias, yet millions of fields; through a fragment or a variable too.
+        (
+            "{ posts(limit: 100) { comments { author { posts { comments { id } } } } } }",
+            "the query would resolve about 12,760,101 fields, more than the 20,000 allowed",
+        ),
+        (
+            "{ posts(limit: 100) { ...F } } "
+            "fragment F on Post { comments { author { posts { comments { id } } } } }",
+            "more than the 20,000 allowed",
+        ),
+        (
+            "query($n: Int!) { posts { comments(limit: $n) { author { posts { id } } } } }",
+            "more than the 20,000 allowed",
+        ),
+        ("{ posts(limit: 101) { id } }", "limit must be between 1 and 100, got 101"),
+        ("{ posts(limit: 1) { comments(limit: 1000) { id } } }", "limit must be between 1 and 100"),
+    ],
+    ids=[
+        "5-pairs",
+        "25-pairs",
+        "1000-aliases",
+        "11-aliases",
+        "5-levels-of-lists",
+        "via-fragment",
+        "via-variable",
+        "top-limit",
+        "nested-limit",
+    ],
+)
+async def test_hostile_graphql_is_refused(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, document: str, message: str
+) -> None:
+    response = await client.post("/graphql", json={"query": document, "variables": {"n": 1}})
+    body = response.json()
+    assert body["data"] is None
+    assert message in body["errors"][0]["message"]
+    logged = [r for r in caplog.records if r.name.startswith("strawberry")]
+    if "limit must be" in message:  # raised while resolving: logged
+        assert logged
+    else:  # refused before it runs, and not logged (an attacker could flood the logs)
+        assert response.headers[QUERY_COUNT_HEADER] == "0"
+        assert logged == []
+
+
+async def test_the_largest_allowed_queries_run(client: httpx.AsyncClient) -> None:
+    data, queries = await graphql(client, "/graphql", POSTS_QUERY, limit=100)
+    assert len(data["posts"]) == 100
+    assert queries == 5
 
 
 async def test_batch_window_keeps_counts_and_data() -> None:
@@ -327,8 +401,8 @@ async def test_request_cancelled_mid_way_leaves_database_usable(
     with pytest.raises(asyncio.CancelledError):
         await request
 
-    for _ in range(100):  # let the driver finish the abandoned query
-        if checked_out(app) == 0:
+    for _ in range(500):  # let the teardown and the driver finish the abandoned query
+        if checked_out(app) == 0 and not live_loaders():
             break
         await asyncio.sleep(0.01)
     assert checked_out(app) == 0
@@ -469,3 +543,35 @@ async def test_other_sessions_never_see_uncommitted_rows(app: FastAPI) -> None:
     assert seen_by_writer == before["comments"] + 1
     assert seen_by_others == before
     assert await db.table_counts() == before
+
+
+async def test_save_primes_what_it_wrote_and_forgets_what_was_cached(app: FastAPI) -> None:
+    """``save()`` in a scope of the test's own: the loaders see the writes before any commit,
+    an author written is served from the cache, and nothing is committed."""
+    db = database(app)
+    counts = await db.table_counts()
+
+    async def session_of_this_test(scope: Loaders) -> AsyncIterator[SharedSession]:
+        async with db.sessionmaker() as session:  # a scope with no request: no app to ask
+            yield SharedSession(session)
+
+    with app.state.registry.override(SharedSession, session_of_this_test):
+        async with Loaders(registry=app.state.registry) as scope:
+            comments = await scope.aget(CommentsOfPostLoader)
+            authors = await scope.aget(AuthorLoader)
+            before = await comments.load(1)
+            assert await authors.load(10**6) is None
+
+            author = Author(id=10**6, name="Barbara Liskov", email="liskov@example.com")
+            with count_queries() as counter:
+                comment = Comment(post_id=1, author_id=author.id, body="Substitutable")
+                await save(scope, author, comment)
+                assert counter.count == 2  # the two INSERTs
+                assert await authors.load(author.id) is author  # primed: no query
+                assert counter.count == 2
+                after = await comments.load(1)  # forgotten: read again, write included
+                assert counter.count == 3
+            assert after[:-1] == before
+            assert (after[-1].author_id, after[-1].body) == (author.id, "Substitutable")
+
+    assert await db.table_counts() == counts  # the session closed uncommitted: rolled back

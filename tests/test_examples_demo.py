@@ -11,11 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
 from demo import report as demo
 from demo.server import REPO_ROOT
+
+from .examples_support import postgres_database
 
 
 def check_report(out: str) -> None:
@@ -74,6 +77,22 @@ def test_demo_reports_then_serves_until_interrupted() -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+@pytest.mark.anyio
+async def test_demo_on_postgresql() -> None:
+    """``--database-url``: the server creates and seeds the tables, and the report holds."""
+    async with postgres_database("demo") as url:
+        with anyio.fail_after(300):
+            result = await anyio.run_process(
+                [sys.executable, "-m", "demo", "--quick", "--database-url", url],
+                cwd=REPO_ROOT,
+                check=False,
+            )
+    out = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, out
+    assert "aiodataloader demo: blog example on postgresql+asyncpg://" in out
+    check_report(out)
 
 
 @pytest.mark.skipif(

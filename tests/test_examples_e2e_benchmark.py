@@ -1,4 +1,5 @@
-"""A smoke run of benchmarks/e2e_blog.py, so the benchmark keeps working."""
+"""Smoke runs of benchmarks/e2e_blog.py and benchmarks/session_patterns.py, so they keep
+working."""
 
 from __future__ import annotations
 
@@ -38,3 +39,16 @@ def test_quick_run_prints_table_and_writes_results(
         assert chart.read_bytes().startswith(b"\x89PNG")
     else:
         assert "chart: skipped" in out
+
+
+def test_session_patterns_quick_run(capsys: pytest.CaptureFixture[str]) -> None:
+    benchmark = load_benchmark_module("session_patterns")
+
+    assert benchmark.main(["--quick"]) == 0
+
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(benchmark.PATTERNS)]
+    assert len(rows) == len(benchmark.PATTERNS) * len(benchmark.PATHS)
+    for row in rows:
+        if row.startswith("request session + lock"):
+            assert row.endswith("  0"), row  # the example's pattern never fails

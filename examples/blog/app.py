@@ -23,7 +23,7 @@ from examples.blog import naive, rest
 from examples.blog.db import DEFAULT_SEED_SIZE, Database, SeedSize, count_queries
 from examples.blog.graphql_api import graphql_router
 from examples.blog.guards import MAX_BODY_BYTES, validation_error
-from examples.blog.loaders import build_registry, close_request_session
+from examples.blog.loaders import build_registry
 
 if TYPE_CHECKING:
     from aiodataloader.redis import RedisCache
@@ -50,19 +50,6 @@ class QueryCountMiddleware:
                 await send(message)
 
             await self.app(scope, receive, send_with_count)
-
-
-class RequestSessionMiddleware:
-    """Closes the request's session after the loaders' teardown."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            await close_request_session(scope)
 
 
 def create_app(
@@ -118,8 +105,10 @@ def create_app(
         max_body_size=max_body_bytes,
     )
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_middleware(LoaderMiddleware, registry=build_registry(batch_window_seconds, caches))
-    app.add_middleware(RequestSessionMiddleware)
+    # On app.state, so a test can swap a loader or the session for every access path:
+    # `with app.state.registry.override(AuthorLoader, fake): ...`
+    app.state.registry = build_registry(batch_window_seconds, caches)
+    app.add_middleware(LoaderMiddleware, registry=app.state.registry)
     # Added after LoaderMiddleware, so it wraps it and counts the loaders' queries too.
     app.add_middleware(QueryCountMiddleware)
 

@@ -9,8 +9,9 @@ The resolvers read through ``info.context.reads``:
 
 A nested query multiplies its work at each level (author -> posts -> author -> posts ...), so
 the schema refuses, before running anything, a document deeper than :data:`MAX_DEPTH`, with
-more than :data:`MAX_ALIASES` aliases or more than :data:`MAX_TOKENS` tokens, and every list
-takes a ``limit`` of at most :data:`MAX_LIMIT`.
+more than :data:`MAX_ALIASES` aliases, more than :data:`MAX_TOKENS` tokens, or that would
+resolve more than :data:`MAX_RESOLVED_FIELDS` fields; every list takes a ``limit`` of at most
+:data:`MAX_LIMIT`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from typing import Annotated, Protocol
 
 import strawberry
-from fastapi import Request
+from graphql import GraphQLError
 from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -27,17 +28,18 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.fastapi import BaseContext, GraphQLRouter
+from strawberry.types import ExecutionContext
 
 from aiodataloader.asgi import Loaders, current_loaders
 from examples.blog import models, naive, queries
 from examples.blog.db import SharedSession
+from examples.blog.graphql_cost import max_resolved_fields
 from examples.blog.guards import decode_graphql_body
 from examples.blog.loaders import (
     AuthorLoader,
     CommentsOfPostLoader,
     PostsOfAuthorLoader,
     TagsOfPostLoader,
-    request_session,
 )
 from examples.blog.rest import MAX_LIMIT
 from examples.blog.schemas import missing_author
@@ -46,6 +48,9 @@ from examples.blog.schemas import missing_author
 MAX_DEPTH = 5
 MAX_ALIASES = 10
 MAX_TOKENS = 1_000
+#: Fields one document may resolve, list items multiplied out (``graphql_cost.py``): 100 posts
+#: with their author, tags and every comment with its author is about 16,000.
+MAX_RESOLVED_FIELDS = 20_000
 #: The default ``limit`` of the nested lists (an author's posts, a post's comments).
 NESTED_LIMIT = 50
 
@@ -64,16 +69,16 @@ class BatchedReads:
         self.loaders = loaders
 
     async def author(self, author_id: int) -> models.Author | None:
-        return await self.loaders.get(AuthorLoader).load(author_id)
+        return await (await self.loaders.aget(AuthorLoader)).load(author_id)
 
     async def posts_of_author(self, author_id: int) -> list[models.Post]:
-        return await self.loaders.get(PostsOfAuthorLoader).load(author_id)
+        return await (await self.loaders.aget(PostsOfAuthorLoader)).load(author_id)
 
     async def comments_of_post(self, post_id: int) -> list[models.Comment]:
-        return await self.loaders.get(CommentsOfPostLoader).load(post_id)
+        return await (await self.loaders.aget(CommentsOfPostLoader)).load(post_id)
 
     async def tags_of_post(self, post_id: int) -> list[str]:
-        return await self.loaders.get(TagsOfPostLoader).load(post_id)
+        return await (await self.loaders.aget(TagsOfPostLoader)).load(post_id)
 
 
 class NaiveReads:
@@ -187,7 +192,18 @@ class Query:
         return None if row is None else Author.of(row)
 
 
-schema = strawberry.Schema(
+class BlogSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # A refused document is the client's mistake, and logging it (with its source, which
+        # can be 64 KiB) at ERROR for every request would let anyone flood the logs. Errors
+        # raised while resolving are still logged.
+        raised = [error for error in errors if error.original_error is not None]
+        super().process_errors(raised, execution_context)
+
+
+schema = BlogSchema(
     query=Query,
     extensions=[
         # Refused before anything runs. The limiters come first, so the caches never hold a
@@ -195,6 +211,7 @@ schema = strawberry.Schema(
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: max_resolved_fields(MAX_RESOLVED_FIELDS, largest_limit=MAX_LIMIT),
         # Parsing and validating a document costs more than resolving a small query.
         ParserCache,
         ValidationCache,
@@ -202,13 +219,14 @@ schema = strawberry.Schema(
 )
 
 
-async def batched_context(request: Request) -> BlogContext:
+async def batched_context() -> BlogContext:
     # current_loaders() works anywhere inside a request that LoaderMiddleware handles.
-    return BlogContext(session=request_session(request), reads=BatchedReads(current_loaders()))
+    scope = current_loaders()
+    return BlogContext(session=await scope.aget(SharedSession), reads=BatchedReads(scope))
 
 
-async def naive_context(request: Request) -> BlogContext:
-    session = request_session(request)
+async def naive_context() -> BlogContext:
+    session = await current_loaders().aget(SharedSession)
     return BlogContext(session=session, reads=NaiveReads(session))
 
 

@@ -9,10 +9,8 @@ and flushed), and a request holds one connection at most.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
-
-from starlette.requests import HTTPConnection
 
 from aiodataloader import DataLoader
 from aiodataloader.asgi import LoaderRegistry, Loaders
@@ -27,20 +25,14 @@ L = TypeVar("L", bound="SessionLoader[Any]")
 #: The core's ``batch_schedule_fn``: gets a zero-argument callback that dispatches the batch.
 ScheduleFn = Callable[[Callable[[], None]], object]
 
-_SESSION_KEY = "examples.blog.session"
-
 
 class SessionLoader(DataLoader[int, V]):
     """A loader of rows by integer id, reading through the request's shared session."""
 
     def __init__(
-        self,
-        session: SharedSession,
-        *,
-        batch_schedule_fn: ScheduleFn | None = None,
-        value_cache: ValueCache[V] | None = None,
+        self, session: SharedSession, *, batch_schedule_fn: ScheduleFn | None = None
     ) -> None:
-        super().__init__(batch_schedule_fn=batch_schedule_fn, value_cache=value_cache)
+        super().__init__(batch_schedule_fn=batch_schedule_fn)
         self.session = session
 
 
@@ -65,34 +57,37 @@ class TagsOfPostLoader(SessionLoader[list[str]]):
         return await self.session.run(queries.tags_by_post_id, keys)
 
 
-async def save(session: SharedSession, loaders: Loaders, *rows: Base) -> None:
+async def save(scope: Loaders, *rows: Base) -> None:
     """Write ``rows`` in the request's transaction, so that every later load sees them.
 
     The rule for reading your own writes: write through the request's session (the INSERT is
     flushed at once, and the loaders read on the same session, so they see it before the
-    commit), then forget what the request's loaders cached before the write, and prime them
-    with what the write returned where a loader is keyed by the row's id.
+    commit); then forget everything the request's loaders cached before the write (it may be
+    stale, and a write rarely knows every key it changed), and prime them with the written rows
+    where a loader is keyed by the row's id. Pass all the rows of one write in one call: each
+    call forgets what the one before it primed.
     """
+    session = await scope.aget(SharedSession)
     for row in rows:
         await session.run(queries.add, row)
-    loaders.clear_all()
-    await forget_shared(loaders, *rows)
+    scope.clear_all()
+    await forget_shared(scope, *rows)
     for row in rows:
         if isinstance(row, Author):
-            loaders.get(AuthorLoader).prime(row.id, row)
+            (await scope.aget(AuthorLoader)).prime(row.id, row)
 
 
-async def forget_shared(loaders: Loaders, *rows: Base) -> None:
+async def forget_shared(scope: Loaders, *rows: Base) -> None:
     """Invalidate what ``rows`` change in the value caches shared by every worker (a no-op
     without them). ``save()`` calls it before the commit, so the request reads its own
     writes; call it again after the commit, so no worker keeps what it read meanwhile."""
     for row in rows:
         if isinstance(row, Author):
-            await loaders.get(AuthorLoader).invalidate(row.id)
+            await (await scope.aget(AuthorLoader)).invalidate(row.id)
         elif isinstance(row, Post):
-            await loaders.get(PostsOfAuthorLoader).invalidate(row.author_id)
+            await (await scope.aget(PostsOfAuthorLoader)).invalidate(row.author_id)
         elif isinstance(row, Comment):
-            await loaders.get(CommentsOfPostLoader).invalidate(row.post_id)
+            await (await scope.aget(CommentsOfPostLoader)).invalidate(row.post_id)
 
 
 def batch_window(seconds: float) -> ScheduleFn:
@@ -104,40 +99,36 @@ def batch_window(seconds: float) -> ScheduleFn:
     return schedule
 
 
-def request_session(conn: HTTPConnection) -> SharedSession:
-    """The request's session, made on first use; ``close_request_session`` closes it."""
-    session: SharedSession | None = conn.scope.get(_SESSION_KEY)
-    if session is None:
-        db: Database = conn.app.state.db
-        session = conn.scope[_SESSION_KEY] = SharedSession(db.sessionmaker())
-    return session
-
-
-async def close_request_session(scope: MutableMapping[str, Any]) -> None:
-    session: SharedSession | None = scope.pop(_SESSION_KEY, None)
-    if session is not None:
-        await session.session.close()
+async def shared_session(scope: Loaders) -> AsyncIterator[SharedSession]:
+    """The request's session: opened on first use, closed at the request's teardown, after
+    every loader that uses it (uncommitted work is rolled back then)."""
+    db: Database = scope.connection.app.state.db
+    async with db.sessionmaker() as session:
+        yield SharedSession(session)
 
 
 def build_registry(
     batch_window_seconds: float | None = None,
     value_caches: Mapping[type[DataLoader[Any, Any]], ValueCache[Any]] | None = None,
 ) -> LoaderRegistry:
-    """Register every blog loader with a factory that hands it the request's session, and
-    its shared value cache where ``value_caches`` has one (``shared_cache.py``).
+    """Register the request's session, and every blog loader with a factory that hands it
+    that session; the registry gives each loader its shared value cache where
+    ``value_caches`` has one (``shared_cache.py``).
 
     With ``batch_window_seconds``, each batch waits that long for more keys before it runs
     (the core's ``batch_schedule_fn``); by default a batch runs as soon as the event loop has
     no more loads to queue.
     """
     window = None if batch_window_seconds is None else batch_window(batch_window_seconds)
-    registry = LoaderRegistry()
+    caches = value_caches or {}
+    registry = LoaderRegistry(value_caches=lambda cls, scope: caches.get(cls))
+    registry.register(SharedSession, shared_session)
 
-    def factory(cls: type[L]) -> Callable[[HTTPConnection], L]:
-        value_cache = (value_caches or {}).get(cls)
-        return lambda conn: cls(
-            request_session(conn), batch_schedule_fn=window, value_cache=value_cache
-        )
+    def factory(cls: type[L]) -> Callable[[Loaders], Awaitable[L]]:
+        async def build(scope: Loaders) -> L:
+            return cls(await scope.aget(SharedSession), batch_schedule_fn=window)
+
+        return build
 
     for loader_cls in (AuthorLoader, PostsOfAuthorLoader, CommentsOfPostLoader, TagsOfPostLoader):
         registry.register(loader_cls, factory(loader_cls))

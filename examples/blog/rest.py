@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
-from aiodataloader.asgi import Loaders, get_loaders
-from aiodataloader.fastapi import get_loader
+from aiodataloader.fastapi import RequestLoaders, get_loader, get_resource
 from examples.blog import queries
 from examples.blog.db import MAX_ID, SharedSession
 from examples.blog.loaders import (
@@ -22,7 +21,6 @@ from examples.blog.loaders import (
     CommentsOfPostLoader,
     PostsOfAuthorLoader,
     TagsOfPostLoader,
-    request_session,
     save,
 )
 from examples.blog.models import Author, Comment, Post
@@ -40,16 +38,8 @@ MAX_LIMIT = 100
 MAX_COMMENTS_PER_POST = 1_000
 
 
-def get_session(request: Request) -> SharedSession:
-    return request_session(request)
-
-
-def get_scope(request: Request) -> Loaders:
-    return get_loaders(request)
-
-
-Session = Annotated[SharedSession, Depends(get_session)]
-Scope = Annotated[Loaders, Depends(get_scope)]
+#: The request's session: the very object its loaders read through.
+Session = Annotated[SharedSession, Depends(get_resource(SharedSession))]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="How many of the latest posts")]
 AuthorId = Annotated[int, Path(ge=1, le=MAX_ID)]
 PostId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -71,7 +61,7 @@ def _author_out(author: Author | None, author_id: int) -> AuthorOut:
 async def post_out(
     post: Post, authors: AuthorLoader, comments: CommentsOfPostLoader, tags: TagsOfPostLoader
 ) -> PostOut:
-    """A post with its author, tags and comments (and theirs authors), all through loaders."""
+    """A post with its author, tags and comments (and their authors), all through loaders."""
 
     async def comments_out() -> list[CommentOut]:
         post_comments = await comments.load(post.id)
@@ -138,7 +128,7 @@ async def add_comment(
     post_id: PostId,
     comment: NewComment,
     session: Session,
-    scope: Scope,
+    scope: RequestLoaders,
     authors: Authors,
     comments: CommentsOfPost,
     tags: TagsOfPost,
@@ -152,7 +142,7 @@ async def add_comment(
     # which save() makes it forget.
     if len(await comments.load(post_id)) >= MAX_COMMENTS_PER_POST:
         raise HTTPException(status_code=409, detail=f"post {post_id} has too many comments")
-    await save(session, scope, Comment(post_id=post_id, **comment.model_dump()))
+    await save(scope, Comment(post_id=post_id, **comment.model_dump()))
     # Read back through the loaders, in the same transaction: the new comment is there.
     answer = await post_out(post, authors, comments, tags)
     await session.run(queries.commit)
