@@ -212,7 +212,9 @@ class RedisCache:
 
     ``timeout`` bounds every Redis call of a load (seconds; 5 ms by default): past it the
     loads go to the batch function. ``failure_threshold`` failures in a row open the
-    circuit for ``reset_timeout`` seconds.
+    circuit for ``reset_timeout`` seconds. A timeout that fires a whole timeout late says
+    the event loop was busy, not Redis, and does not count; on a host whose loops lag
+    (CPU-starved), raise ``timeout`` rather than lose most lookups to it.
 
     Stampedes: within a process, a key that one request is looking up or fetching is never
     looked up or fetched again by another: they wait for its value (up to
