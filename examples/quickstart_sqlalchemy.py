@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Path
 from sqlalchemy import ForeignKey, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -107,6 +107,7 @@ app.add_middleware(LoaderMiddleware, registry=registry)
 Session = Annotated[RequestSession, Depends(get_resource(RequestSession))]
 Authors = Annotated[AuthorLoader, Depends(get_loader(AuthorLoader))]
 BooksByAuthor = Annotated[BooksByAuthorLoader, Depends(get_loader(BooksByAuthorLoader))]
+AuthorId = Annotated[int, Path(le=2**31 - 1)]  # INTEGER on PostgreSQL: larger ids get a 422
 
 
 @app.get("/books")
@@ -123,7 +124,7 @@ async def list_books(db: Session, authors: Authors) -> list[dict[str, str]]:
 
 @app.get("/authors/{author_id}")
 async def read_author(
-    author_id: int, authors: Authors, books: BooksByAuthor
+    author_id: AuthorId, authors: Authors, books: BooksByAuthor
 ) -> dict[str, str | list[str]]:
     # Both loaders' batches run concurrently, taking turns on the request's session.
     author, author_books = await asyncio.gather(authors.load(author_id), books.load(author_id))

@@ -87,6 +87,10 @@ async def test_unknown_author_is_404(client: httpx.AsyncClient) -> None:
     assert response.status_code == 404
     assert response.json() == {"detail": "author 99 not found"}
     assert (await client.get("/authors/x")).status_code == 422
+    for too_large in (2**31, 2**63):  # over PostgreSQL's INTEGER, over SQLite's
+        response = await client.get(f"/authors/{too_large}")
+        assert response.status_code == 422
+        assert "less than or equal to 2147483647" in response.text
 
 
 async def test_books_load_their_authors_in_one_batch(client: httpx.AsyncClient) -> None:

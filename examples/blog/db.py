@@ -33,8 +33,9 @@ from examples.blog.models import Author, Base, Comment, Post, Tag, post_tags
 P = ParamSpec("P")
 T = TypeVar("T")
 
-#: The largest id a column of the blog (64-bit integers on every database) can hold.
-MAX_ID = 2**63 - 1
+#: The largest id the blog's INTEGER columns hold on every database (32 bits on PostgreSQL,
+#: 64 on SQLite); GraphQL's Int has the same bound.
+MAX_ID = 2**31 - 1
 
 TAG_NAMES = [
     "python",
