@@ -8,7 +8,14 @@ workers, and the table gives per scenario the median of the per-round ratios
 working tree / baseline, with their range: about 1.00 means no measurable cost.
 
     python benchmarks/value_cache_off.py --baseline core-ready
+    python benchmarks/value_cache_off.py --baseline core-ready --aa    # the noise
     python benchmarks/value_cache_off.py --baseline core-ready --quick
+
+On a 2-core VM under a load of about 7 from other work (pinned with ``taskset -c 1``,
+12 rounds in 3 epochs), the median ratios of the working tree to core-ready were 0.90-1.09
+across the nine scenarios (load() on a hit 0.90, fan-out of 10,000 1.09, tree 1.02), and
+those of the A/A control 0.95-1.16: the hook's cost is below this host's noise. What it adds
+is per batch, not per key: one attribute read and one ``is None`` check, twice.
 """
 
 from __future__ import annotations
