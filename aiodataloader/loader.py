@@ -34,6 +34,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast, overload
 
 from . import _checks as checks
+from .value_cache import ValueCache, ValueCacheFlow
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -134,6 +135,7 @@ class DataLoader(Generic[K, V]):
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[_K], object] | None = None,
         default_factory: Callable[[], _V] | None = None,
+        value_cache: ValueCache[_V] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -150,6 +152,7 @@ class DataLoader(Generic[K, V]):
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[_K], object] | None = None,
         default_factory: Callable[[], _V],
+        value_cache: ValueCache[_V] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -166,6 +169,7 @@ class DataLoader(Generic[K, V]):
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[_K], object] | None = None,
         default_factory: None = None,
+        value_cache: ValueCache[_V | None] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -182,6 +186,7 @@ class DataLoader(Generic[K, V]):
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[K], object] | None = None,
         default_factory: Callable[[], V] | None = None,
+        value_cache: ValueCache[V] | None = None,
     ) -> None: ...
     def __init__(
         self,
@@ -197,6 +202,7 @@ class DataLoader(Generic[K, V]):
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[Any], object] | None = None,
         default_factory: Callable[[], Any] | None = None,
+        value_cache: ValueCache[Any] | None = None,
     ) -> None:
         self._key_fn: Callable[[K], object] | None = None
         self._closed: _Closed | None = None
@@ -245,6 +251,10 @@ class DataLoader(Generic[K, V]):
         checks.check_loop(label, loop)
         self._loop = loop
         self._batch: _Batch | None = None
+        # A value cache shared beyond this loader: consulted once per batch, in dispatch.
+        self._shared: ValueCacheFlow[K, V] | None = None
+        if value_cache is not None:
+            self._shared = ValueCacheFlow(label, value_cache, self._cache, self._key_fn)
         self._options_changed()
 
     def _options_changed(self) -> None:
@@ -408,6 +418,22 @@ class DataLoader(Generic[K, V]):
         if self._caching:
             self._cache.clear()
         return self
+
+    async def invalidate(self, key: K) -> None:
+        """``clear(key)``, and with a ``value_cache``, delete it there too: every process
+        sharing that cache drops it (from its live loaders as well), and this loader reads
+        the key from its batch function from now on, never from or into the value cache
+        (it sees its own request's writes). Call it after the write that changed the value
+        has committed (and, to read the change back before the commit, also before)."""
+        await self.invalidate_many((key,))
+
+    async def invalidate_many(self, keys: Iterable[K]) -> None:
+        """``invalidate`` for each of ``keys``, with one round trip to the value cache."""
+        checks.check_iterable(self._label, "invalidate_many", "an iterable of keys", keys)
+        if self._shared is None:
+            self.clear_many(keys)
+        else:
+            await self._shared.invalidate(keys)
 
     def close(self, reason: str | None = None) -> None:
         """Refuse every later ``load``, ``load_many``, ``prime`` and ``prime_many`` with a
@@ -614,6 +640,12 @@ class DataLoader(Generic[K, V]):
         futures: list[Future[V]] = batch.futures
         if not futures or (futures[0].done() and all(future.done() for future in futures)):
             return  # every load was settled or cancelled before dispatch: nothing to fetch
+        shared = self._shared
+        if shared is not None:
+            # One lookup for the whole batch; only what it misses goes to the batch function.
+            keys, futures, cache_keys = await shared.lookup(keys, futures)
+            if not keys:
+                return
         try:
             result = self.batch_load_fn(keys)
             if type(result) is CoroutineType:
@@ -654,6 +686,8 @@ class DataLoader(Generic[K, V]):
                     future.set_exception(value)
                 else:
                     future.set_result(value)
+        if shared is not None:
+            await shared.store(cache_keys, values)  # after settling: callers need not wait
 
     def _settle_failed(self, batch: _Batch, error: BaseException | None) -> None:
         """Reject (or, with no error, cancel) every pending future of a failed batch and
