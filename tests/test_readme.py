@@ -69,7 +69,12 @@ def is_tested(path: Path) -> bool:
     relative = path.relative_to(ROOT)
     if relative.parts[0] == "tests" and path.name.startswith(("test_", "typing_")):
         return True
-    names = [".".join(relative.with_suffix("").parts), relative.as_posix()]
+    parts = relative.with_suffix("").parts
+    names = [
+        ".".join(parts),
+        relative.as_posix(),
+        f"from {'.'.join(parts[:-1])} import {parts[-1]}",
+    ]
     tests = [test.read_text() for test in (ROOT / "tests").glob("test_*.py")]
     return any(name in test for name in names for test in tests)
 
