@@ -497,7 +497,9 @@ class DataLoader(Generic[K, V]):
 
     def _refuse_waiting_on_own_batch(self, key: K, future: Future[V]) -> None:
         batch = self._computing
-        if batch is not None and any(queued is future for queued in batch.futures):
+        # By the batch's index of its futures: a scan per load is quadratic when the batch
+        # function loads many keys that are in flight in another batch.
+        if batch is not None and batch.position(future) is not None:
             raise RuntimeError(
                 f"{self._label()}: the batch function loaded {checks.describe(key)}, a key "
                 "of the very batch it is computing; awaiting it would wait forever. Compute "
@@ -596,6 +598,7 @@ class DataLoader(Generic[K, V]):
                     chunk.cache_keys = batch.cache_keys
                     self._dispatch(chunk)
                 batch.keys, batch.futures = keys[:size], futures[:size]
+                batch.positions, batch.indexed = None, 0  # it indexed the whole list
             await self._call_batch_load_fn(batch)
         except BaseException as error:
             cancelled = isinstance(error, asyncio.CancelledError)
