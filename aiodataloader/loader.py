@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import types
 import warnings
@@ -929,8 +930,9 @@ class _LoopWatch:
 
     Its signal is an async generator, suspended for the loop's lifetime:
     ``loop.shutdown_asyncgens()`` closes it, and ``asyncio.run`` and ``asyncio.Runner``
-    call that just before closing the loop. A loop closed without it is not seen: its
-    watch is dropped when the next loop is watched."""
+    call that just before closing the loop. A loop closed without it (``run_until_complete``
+    then ``close()``, code older than ``asyncio.run``) drops its timers instead: a timer
+    that never comes due gives the same signal when it is dropped."""
 
     _by_loop: ClassVar[dict[AbstractEventLoop, _LoopWatch]] = {}
 
@@ -941,6 +943,8 @@ class _LoopWatch:
         # The first step registers it with the running loop; then it suspends.
         with contextlib.suppress(StopIteration):
             self.signal.asend(None).send(None)
+        # In an empty context: the current one may hold a request's objects.
+        loop.call_later(_NEVER_DUE, _OnDrop(self._shut_down).call, context=contextvars.Context())
 
     @classmethod
     def of(cls, loop: AbstractEventLoop) -> _LoopWatch:
@@ -956,9 +960,33 @@ class _LoopWatch:
         try:
             yield
         finally:
-            self._by_loop.pop(self.loop, None)
-            for loader in list(self.loaders):
-                loader._loop_shut_down(self.loop)
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        if self._by_loop.get(self.loop) is self:
+            del self._by_loop[self.loop]
+        for loader in list(self.loaders):
+            loader._loop_shut_down(self.loop)
+
+
+# Seconds: a timer for as long as a loop lives (about 31 years).
+_NEVER_DUE = 1e9
+
+
+class _OnDrop:
+    """Calls ``action`` when it is dropped (its timer's handle with it), never by ``call``:
+    a closing loop drops the handles of the timers it never ran."""
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+
+    def call(self) -> None:
+        pass
+
+    def __del__(self) -> None:
+        self.action()
 
 
 class _Closed:
