@@ -467,11 +467,12 @@ def steps_in_the_package(action: Callable[[], T]) -> tuple[T, int]:
         if event == "call" and frame.f_code.co_filename.startswith(package):
             steps += 1
 
+    previous = sys.getprofile()
     sys.setprofile(profile)
     try:
         result = action()
     finally:
-        sys.setprofile(None)
+        sys.setprofile(previous)
     return result, steps
 
 
