@@ -943,8 +943,7 @@ class _LoopWatch:
         # The first step registers it with the running loop; then it suspends.
         with contextlib.suppress(StopIteration):
             self.signal.asend(None).send(None)
-        # In an empty context: the current one may hold a request's objects.
-        loop.call_later(_NEVER_DUE, _OnDrop(self._shut_down).call, context=contextvars.Context())
+        _OnDrop(loop, self._shut_down).arm()
 
     @classmethod
     def of(cls, loop: AbstractEventLoop) -> _LoopWatch:
@@ -969,21 +968,25 @@ class _LoopWatch:
             loader._loop_shut_down(self.loop)
 
 
-# Seconds: a timer for as long as a loop lives (about 31 years).
-_NEVER_DUE = 1e9
+# Seconds: well within every loop's timer range (some, Qt's for one, count milliseconds
+# in 32 bits, about 24 days).
+_REARM_AFTER = 86400.0
 
 
 class _OnDrop:
-    """Calls ``action`` when it is dropped (its timer's handle with it), never by ``call``:
-    a closing loop drops the handles of the timers it never ran."""
+    """Calls ``action`` when it is dropped: a closing loop drops the handles of the timers
+    it has not run, and with them this one. When its timer comes due, it arms the next, so
+    that one of its timers is pending for as long as the loop lives."""
 
-    __slots__ = ("action",)
+    __slots__ = ("action", "loop")
 
-    def __init__(self, action: Callable[[], None]) -> None:
+    def __init__(self, loop: AbstractEventLoop, action: Callable[[], None]) -> None:
+        self.loop = loop
         self.action = action
 
-    def call(self) -> None:
-        pass
+    def arm(self) -> None:
+        # In an empty context: the current one may hold a request's objects.
+        self.loop.call_later(_REARM_AFTER, self.arm, context=contextvars.Context())
 
     def __del__(self) -> None:
         self.action()
