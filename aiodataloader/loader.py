@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import types
 import warnings
@@ -523,7 +524,9 @@ class DataLoader(Generic[K, V]):
 
     def _refuse_waiting_on_own_batch(self, key: K, future: Future[V]) -> None:
         batch = self._computing
-        if batch is not None and any(queued is future for queued in batch.futures):
+        # By the batch's index of its futures: a scan per load is quadratic when the batch
+        # function loads many keys that are in flight in another batch.
+        if batch is not None and batch.position(future) is not None:
             raise RuntimeError(
                 f"{self._label()}: the batch function loaded {checks.describe(key)}, a key "
                 "of the very batch it is computing; awaiting it would wait forever. Compute "
@@ -622,6 +625,7 @@ class DataLoader(Generic[K, V]):
                     chunk.cache_keys = batch.cache_keys
                     self._dispatch(chunk)
                 batch.keys, batch.futures = keys[:size], futures[:size]
+                batch.positions, batch.indexed = None, 0  # it indexed the whole list
             await self._call_batch_load_fn(batch)
         except BaseException as error:
             cancelled = isinstance(error, asyncio.CancelledError)
@@ -960,8 +964,9 @@ class _LoopWatch:
 
     Its signal is an async generator, suspended for the loop's lifetime:
     ``loop.shutdown_asyncgens()`` closes it, and ``asyncio.run`` and ``asyncio.Runner``
-    call that just before closing the loop. A loop closed without it is not seen: its
-    watch is dropped when the next loop is watched."""
+    call that just before closing the loop. A loop closed without it (``run_until_complete``
+    then ``close()``, code older than ``asyncio.run``) drops its timers instead: a timer
+    that never comes due gives the same signal when it is dropped."""
 
     _by_loop: ClassVar[dict[AbstractEventLoop, _LoopWatch]] = {}
 
@@ -972,6 +977,7 @@ class _LoopWatch:
         # The first step registers it with the running loop; then it suspends.
         with contextlib.suppress(StopIteration):
             self.signal.asend(None).send(None)
+        _OnDrop(loop, self._shut_down).arm()
 
     @classmethod
     def of(cls, loop: AbstractEventLoop) -> _LoopWatch:
@@ -987,9 +993,37 @@ class _LoopWatch:
         try:
             yield
         finally:
-            self._by_loop.pop(self.loop, None)
-            for loader in list(self.loaders):
-                loader._loop_shut_down(self.loop)
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        if self._by_loop.get(self.loop) is self:
+            del self._by_loop[self.loop]
+        for loader in list(self.loaders):
+            loader._loop_shut_down(self.loop)
+
+
+# Seconds: well within every loop's timer range (some, Qt's for one, count milliseconds
+# in 32 bits, about 24 days).
+_REARM_AFTER = 86400.0
+
+
+class _OnDrop:
+    """Calls ``action`` when it is dropped: a closing loop drops the handles of the timers
+    it has not run, and with them this one. When its timer comes due, it arms the next, so
+    that one of its timers is pending for as long as the loop lives."""
+
+    __slots__ = ("action", "loop")
+
+    def __init__(self, loop: AbstractEventLoop, action: Callable[[], None]) -> None:
+        self.loop = loop
+        self.action = action
+
+    def arm(self) -> None:
+        # In an empty context: the current one may hold a request's objects.
+        self.loop.call_later(_REARM_AFTER, self.arm, context=contextvars.Context())
+
+    def __del__(self) -> None:
+        self.action()
 
 
 class _Closed:
