@@ -3,4 +3,4 @@
 from .loader import BatchLoadFn, BatchScheduleFn, DataLoader
 
 __all__ = ["BatchLoadFn", "BatchScheduleFn", "DataLoader", "__version__"]
-__version__ = "0.5.0"
+__version__ = "0.6.0"

@@ -105,6 +105,13 @@ def check_timeout(label: Callable[[], str], method: str, value: object) -> None:
         raise ValueError(
             f"{label()}: {method}() timeout must be 0 or more seconds, or None; got {value!r}"
         )
+    try:
+        float(value)  # what asyncio turns it into, after the loads are cancelled
+    except OverflowError:
+        raise ValueError(
+            f"{label()}: {method}() timeout must be a number of seconds that a float holds, "
+            f"or None; got {describe(value)}"
+        ) from None
 
 
 def check_bool(label: str, option: str, value: object) -> bool:

@@ -79,12 +79,14 @@ from aiodataloader.observe import (
     loader_name,
     observe,
 )
+from aiodataloader.value_cache import ValueCache, give_value_cache
 
 __all__ = [
     "LoaderFactory",
     "LoaderMiddleware",
     "LoaderRegistry",
     "Loaders",
+    "ValueCacheChooser",
     "current_loaders",
     "get_loaders",
     "loaders_from",
@@ -299,10 +301,19 @@ class LoaderRegistry:
     ``batch_load_fn``) needs no factory, and needs no registration either for a DataLoader.
     """
 
-    __slots__ = ("_observers", "_recipes")
+    __slots__ = ("_observers", "_recipes", "value_caches")
 
-    def __init__(self) -> None:
+    def __init__(self, *, value_caches: ValueCacheChooser | None = None) -> None:
+        """``value_caches(cls, scope)`` gives each loader this registry builds that has
+        none of its own a shared value cache (or None): e.g. ``lambda cls, scope:
+        caches.get(cls)``, or a per-request prefix from ``scope.connection``."""
+        if value_caches is not None and not callable(value_caches):
+            raise TypeError(
+                "LoaderRegistry: value_caches must be callable as value_caches(cls, scope) "
+                f"-> ValueCache | None; got {value_caches!r}"
+            )
         self._recipes: dict[type[Any], _Recipe] = {}
+        self.value_caches = value_caches
         self._observers: tuple[LoaderObserver, ...] = ()
 
     def add_observer(self, observer: LoaderObserver) -> None:
@@ -599,6 +610,11 @@ class Loaders:
         return None
 
     def _keep(self, recipe: _Recipe, value: Any, exit_: Any) -> None:
+        choose = self.registry.value_caches
+        if choose is not None and recipe.is_loader:
+            value_cache = choose(recipe.cls, self)
+            if value_cache is not None:
+                give_value_cache(value, value_cache)
         if recipe.is_loader:
             for observer in self.registry._observers:
                 observe(value, observer)
@@ -690,6 +706,10 @@ FactoryResult: TypeAlias = (
 )
 #: ``factory(scope)`` or ``factory()``: builds one ``T`` for one request.
 LoaderFactory: TypeAlias = Callable[[Loaders], FactoryResult[T]] | Callable[[], FactoryResult[T]]
+#: ``value_caches(cls, scope)``: the shared value cache of a loader the registry builds.
+ValueCacheChooser: TypeAlias = Callable[
+    [type[DataLoader[Any, Any]], Loaders], ValueCache[Any] | None
+]
 
 
 # What a 0.5.0 factory could read on its connection and cannot on the container.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import types
 import warnings
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast
 from . import _checks as checks
 from . import observe
 from .observe import GLOBAL_OBSERVERS
+from .value_cache import ValueCache, ValueCacheFlow
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -142,6 +144,7 @@ class DataLoader(Generic[K, V]):
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[_K], object] | None = None,
         default_factory: Callable[[], _V] | None = None,
+        value_cache: ValueCache[_V] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -158,6 +161,7 @@ class DataLoader(Generic[K, V]):
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[_K], object] | None = None,
         default_factory: Callable[[], _V],
+        value_cache: ValueCache[_V] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -174,6 +178,7 @@ class DataLoader(Generic[K, V]):
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[_K], object] | None = None,
         default_factory: None = None,
+        value_cache: ValueCache[_V | None] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -190,6 +195,7 @@ class DataLoader(Generic[K, V]):
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[K], object] | None = None,
         default_factory: Callable[[], V] | None = None,
+        value_cache: ValueCache[V] | None = None,
     ) -> None: ...
     def __init__(
         self,
@@ -205,6 +211,7 @@ class DataLoader(Generic[K, V]):
         batch_schedule_fn: BatchScheduleFn | None = None,
         cache_key_fn: Callable[[Any], object] | None = None,
         default_factory: Callable[[], Any] | None = None,
+        value_cache: ValueCache[Any] | None = None,
     ) -> None:
         self._key_fn: Callable[[K], object] | None = None
         self._closed: _Closed | None = None
@@ -256,6 +263,10 @@ class DataLoader(Generic[K, V]):
         checks.check_loop(label, loop)
         self._loop = loop
         self._batch: _Batch | None = None
+        # A value cache shared beyond this loader: consulted once per batch, in dispatch.
+        self._shared: ValueCacheFlow[K, V] | None = None
+        if value_cache is not None:
+            self._shared = ValueCacheFlow(label, value_cache, self._cache, self._key_fn)
         self._options_changed()
 
     def _options_changed(self) -> None:
@@ -434,6 +445,22 @@ class DataLoader(Generic[K, V]):
             self._cache.clear()
         return self
 
+    async def invalidate(self, key: K) -> None:
+        """``clear(key)``, and with a ``value_cache``, delete it there too: every process
+        sharing that cache drops it (from its live loaders as well), and this loader reads
+        the key from its batch function from now on, never from or into the value cache
+        (it sees its own request's writes). Call it after the write that changed the value
+        has committed (and, to read the change back before the commit, also before)."""
+        await self.invalidate_many((key,))
+
+    async def invalidate_many(self, keys: Iterable[K]) -> None:
+        """``invalidate`` for each of ``keys``, with one round trip to the value cache."""
+        checks.check_iterable(self._label, "invalidate_many", "an iterable of keys", keys)
+        if self._shared is None:
+            self.clear_many(keys)
+        else:
+            await self._shared.invalidate(keys)
+
     def close(self, reason: str | None = None) -> None:
         """Refuse every later ``load``, ``load_many``, ``prime`` and ``prime_many`` with a
         ``RuntimeError`` that names this loader and ``reason`` (for instance "its request
@@ -547,7 +574,9 @@ class DataLoader(Generic[K, V]):
 
     def _refuse_waiting_on_own_batch(self, key: K, future: Future[V]) -> None:
         batch = self._computing
-        if batch is not None and any(queued is future for queued in batch.futures):
+        # By the batch's index of its futures: a scan per load is quadratic when the batch
+        # function loads many keys that are in flight in another batch.
+        if batch is not None and batch.position(future) is not None:
             raise RuntimeError(
                 f"{self._label()}: the batch function loaded {checks.describe(key)}, a key "
                 "of the very batch it is computing; awaiting it would wait forever. Compute "
@@ -646,6 +675,7 @@ class DataLoader(Generic[K, V]):
                     chunk.cache_keys = batch.cache_keys
                     self._dispatch(chunk)
                 batch.keys, batch.futures = keys[:size], futures[:size]
+                batch.positions, batch.indexed = None, 0  # it indexed the whole list
             await self._call_batch_load_fn(batch)
         except BaseException as error:
             cancelled = isinstance(error, asyncio.CancelledError)
@@ -664,6 +694,12 @@ class DataLoader(Generic[K, V]):
         futures: list[Future[V]] = batch.futures
         if not futures or (futures[0].done() and all(future.done() for future in futures)):
             return  # every load was settled or cancelled before dispatch: nothing to fetch
+        shared = self._shared
+        if shared is not None:
+            # One lookup for the whole batch; only what it misses goes to the batch function.
+            keys, futures, cache_keys = await shared.lookup(keys, futures)
+            if not keys:
+                return
         # Statistics are counted here, once per batch, never per load.
         counters = self._counters
         size = len(keys)
@@ -734,6 +770,8 @@ class DataLoader(Generic[K, V]):
             counters.failed_loads += failed
         if info is not None:
             observe.batch_ended(info, elapsed, failed, None)
+        if shared is not None:
+            await shared.store(cache_keys, values)  # after settling: callers need not wait
 
     def _settle_failed(self, batch: _Batch, error: BaseException | None) -> None:
         """Reject (or, with no error, cancel) every pending future of a failed batch and
@@ -1012,8 +1050,9 @@ class _LoopWatch:
 
     Its signal is an async generator, suspended for the loop's lifetime:
     ``loop.shutdown_asyncgens()`` closes it, and ``asyncio.run`` and ``asyncio.Runner``
-    call that just before closing the loop. A loop closed without it is not seen: its
-    watch is dropped when the next loop is watched."""
+    call that just before closing the loop. A loop closed without it (``run_until_complete``
+    then ``close()``, code older than ``asyncio.run``) drops its timers instead: a timer
+    that never comes due gives the same signal when it is dropped."""
 
     _by_loop: ClassVar[dict[AbstractEventLoop, _LoopWatch]] = {}
 
@@ -1024,6 +1063,7 @@ class _LoopWatch:
         # The first step registers it with the running loop; then it suspends.
         with contextlib.suppress(StopIteration):
             self.signal.asend(None).send(None)
+        _OnDrop(loop, self._shut_down).arm()
 
     @classmethod
     def of(cls, loop: AbstractEventLoop) -> _LoopWatch:
@@ -1039,9 +1079,37 @@ class _LoopWatch:
         try:
             yield
         finally:
-            self._by_loop.pop(self.loop, None)
-            for loader in list(self.loaders):
-                loader._loop_shut_down(self.loop)
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        if self._by_loop.get(self.loop) is self:
+            del self._by_loop[self.loop]
+        for loader in list(self.loaders):
+            loader._loop_shut_down(self.loop)
+
+
+# Seconds: well within every loop's timer range (some, Qt's for one, count milliseconds
+# in 32 bits, about 24 days).
+_REARM_AFTER = 86400.0
+
+
+class _OnDrop:
+    """Calls ``action`` when it is dropped: a closing loop drops the handles of the timers
+    it has not run, and with them this one. When its timer comes due, it arms the next, so
+    that one of its timers is pending for as long as the loop lives."""
+
+    __slots__ = ("action", "loop")
+
+    def __init__(self, loop: AbstractEventLoop, action: Callable[[], None]) -> None:
+        self.loop = loop
+        self.action = action
+
+    def arm(self) -> None:
+        # In an empty context: the current one may hold a request's objects.
+        self.loop.call_later(_REARM_AFTER, self.arm, context=contextvars.Context())
+
+    def __del__(self) -> None:
+        self.action()
 
 
 class _ObservedLoad:

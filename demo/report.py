@@ -239,6 +239,35 @@ def passed(report: Report) -> bool:
     return not report.mismatches and all(ok for _, ok in report.checks)
 
 
+def shared_cache_url(redis_url: str | None) -> str | None:
+    """``redis_url`` if a Redis answers there (its ``blog:*`` keys emptied, so this run reads
+    none of another's), else None; prints what the demo does about the shared cache."""
+    if redis_url is None:
+        print(
+            "shared cache: skipped (no --redis-url; with one, the loaders also share a value "
+            "cache in Redis between requests and workers)",
+            flush=True,
+        )
+        return None
+    try:
+        import redis
+    except ImportError:
+        print("shared cache: skipped (redis-py is not installed: pip install redis)", flush=True)
+        return None
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        stale = list(client.scan_iter("blog:*"))
+        if stale:
+            client.delete(*stale)
+    except redis.RedisError as error:
+        print(f"shared cache: skipped (no Redis answers at {redis_url}: {error})", flush=True)
+        return None
+    finally:
+        client.close()
+    print(f"shared cache: on, in Redis at {redis_url}", flush=True)
+    return redis_url
+
+
 def make_url_safe(url: str) -> str:
     """The URL to print: its password hidden."""
     return make_url(url).render_as_string(hide_password=True)
@@ -259,6 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a SQLAlchemy async URL, e.g. postgresql+asyncpg://user@127.0.0.1/blog "
         "(default: a new SQLite file); created and seeded when empty",
     )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="run the blog's loaders with a value cache shared in this Redis "
+        "(e.g. redis://127.0.0.1:6379/0); its blog:* keys are emptied first",
+    )
     args = parser.parse_args(argv)
     requests = 3 if args.quick else args.requests
     if requests < 1:
@@ -266,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     database = "SQLite" if args.database_url is None else make_url_safe(args.database_url)
     print(f"starting the blog example on uvicorn (creating and seeding {database})...", flush=True)
-    with blog_server(port=args.port, database_url=args.database_url) as server:
+    redis_url = shared_cache_url(args.redis_url)
+    with blog_server(port=args.port, database_url=args.database_url, redis_url=redis_url) as server:
         report = asyncio.run(run_script(server.url, requests))
         print(format_report(report, database), flush=True)
         if args.serve:

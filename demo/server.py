@@ -38,6 +38,7 @@ class BlogServer:
         port: int = 0,
         batch_window_ms: float | None = None,
         database_url: str | None = None,
+        redis_url: str | None = None,
     ) -> BlogServer:
         """Start the server on ``host:port`` (a free port if 0); see :meth:`wait_until_ready`."""
         port = port or free_port(host)
@@ -46,6 +47,8 @@ class BlogServer:
             command += ["--batch-window-ms", str(batch_window_ms)]
         if database_url is not None:
             command += ["--database-url", database_url]
+        if redis_url is not None:
+            command += ["--redis-url", redis_url]
         fd, log_name = tempfile.mkstemp(prefix="blog-server-", suffix=".log")
         with os.fdopen(fd, "wb") as log:
             # cwd: `python -m` imports `examples` from the repository root.
@@ -99,10 +102,15 @@ def blog_server(
     port: int = 0,
     batch_window_ms: float | None = None,
     database_url: str | None = None,
+    redis_url: str | None = None,
 ) -> Iterator[BlogServer]:
     """A running blog server for the duration of the block."""
     server = BlogServer.start(
-        host=host, port=port, batch_window_ms=batch_window_ms, database_url=database_url
+        host=host,
+        port=port,
+        batch_window_ms=batch_window_ms,
+        database_url=database_url,
+        redis_url=redis_url,
     )
     try:
         server.wait_until_ready()

@@ -57,16 +57,16 @@ class AuthorLoader(DataLoader[int, Author | None]):
 
 class BooksByAuthorLoader(DataLoader[int, list[Book]]):
     def __init__(self, db: RequestSession) -> None:
-        super().__init__()
+        super().__init__(default_factory=list)  # an author without books loads []
         self.db = db
 
     async def batch_load_fn(self, keys: list[int]) -> dict[int, list[Book]]:
         query = select(Book).where(Book.author_id.in_(keys)).order_by(Book.id)
         async with self.db.lock:
             books = await self.db.session.scalars(query)
-        by_author: dict[int, list[Book]] = {key: [] for key in keys}
+        by_author: dict[int, list[Book]] = {}
         for book in books:
-            by_author[book.author_id].append(book)
+            by_author.setdefault(book.author_id, []).append(book)
         return by_author
 
 

@@ -1,5 +1,5 @@
-"""The README's request-scope sections, run: each block between ``# --- README:`` markers is
-the README's code block verbatim (a real SQLAlchemy 2.0 session on SQLite in memory)."""
+"""The README's request-scope examples, run: each ``# region NAME`` is a README code block,
+byte for byte (tests/test_readme.py checks), on a real SQLAlchemy 2.0 session (SQLite)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ engine = create_async_engine("sqlite+aiosqlite://")
 sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
 
 
-# --- README: resources and factories
+# region resources-and-factories
 class CurrentUser:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -65,10 +65,10 @@ registry = LoaderRegistry()
 registry.register(AsyncSession, session_factory)
 registry.register(CurrentUser, lambda scope: CurrentUser(scope.connection.headers["x-user"]))
 registry.register(UserLoader, users)
-# --- README end
+# endregion
 
 
-# --- README: FastAPI
+# region fastapi-resources
 SessionDep = Annotated[AsyncSession, Depends(get_resource(AsyncSession))]
 UserLoaderDep = Annotated[UserLoader, Depends(get_loader(UserLoader))]
 
@@ -96,7 +96,7 @@ async def user_name(user_id: int) -> str | None:
     return user.name if user else None
 
 
-# --- README end
+# endregion
 
 
 @app.get("/users/{user_id}/name")
@@ -132,7 +132,7 @@ async def test_resources_and_fastapi() -> None:
 
 
 async def test_testing_with_override() -> None:
-    # --- README: testing
+    # region override
     class FakeUsers(UserLoader):
         async def batch_load_fn(self, keys: list[int]) -> list[User | None]:
             return [User(id=key, name=f"fake{key}") for key in keys]
@@ -147,7 +147,7 @@ async def test_testing_with_override() -> None:
                 "/users/5/rename", params={"name": "z"}, headers={"x-user": "t"}
             )
     assert response.json() == {"name": "z", "by": "t"}
-    # --- README end
+    # endregion
     async with asgi_client(app) as client:  # restored afterwards
         response = await client.post(
             "/users/5/rename", params={"name": "z"}, headers={"x-user": "t"}
@@ -156,7 +156,7 @@ async def test_testing_with_override() -> None:
 
 
 async def test_a_scope_of_your_own() -> None:
-    # --- README: teardown
+    # region own-scope
     async with Loaders(registry=registry) as scope:  # e.g. one per websocket message
         loader = await scope.aget(UserLoader)
         user = await loader.load(2)
@@ -165,4 +165,4 @@ async def test_a_scope_of_your_own() -> None:
     # torn down: the session is closed, and the loader refuses new loads
     with pytest.raises(RuntimeError, match="its request has ended"):
         loader.load(2)
-    # --- README end
+    # endregion

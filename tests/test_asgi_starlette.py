@@ -331,6 +331,7 @@ async def test_200_concurrent_requests_from_20_users_stay_isolated() -> None:
     assert batches == {(str(i), cls): 1 for i in range(200) for cls in ("Profiles", "Posts")}
 
 
+@pytest.mark.slow
 async def test_nothing_from_a_request_survives_it() -> None:
     refs: list[weakref.ref[Any]] = []
 

@@ -1,21 +1,20 @@
-"""The pure parts of benchmarks/core_side_by_side.py: its scenarios, run in-process against
-our own package at small sizes, see 0.4.3's batching and correct values, and its checks catch
-a loader that batches differently. No timing is asserted (and no virtualenv is created)."""
+"""benchmarks/core_side_by_side.py: its scenarios, run in-process at small sizes, see 0.4.3's
+batching and correct values with every implementation at hand; its checks catch a loader that
+batches differently; one real pyperf run of the scenario script. No timing is asserted."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
+import os
 import sys
-from types import ModuleType
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aiodataloader import DataLoader
 
-from .benchmark_modules import BENCHMARKS, load_benchmark_module
+from .benchmark_modules import load_benchmark_module
 
 # Small sizes: the batching shapes are the same as at full size.
 SMALL = {
@@ -29,95 +28,84 @@ SMALL = {
     "serial-latency": 20,
     "max-batch": 250,
     "batch-window": 10,
-    "memory": 500,
+    "memory-peak": 500,
+    "memory-retained": 500,
 }
 
-
-def load_scenarios() -> ModuleType:
-    return load_benchmark_module("_core_scenarios")
-
-
-scenarios = load_scenarios()
+scenarios = load_benchmark_module("_core_scenarios")
+side_by_side = load_benchmark_module("core_side_by_side")  # imports the scenarios by name
 
 
-def run(scenario: str, make: Any, size: int) -> Any:
-    return asyncio.run(scenarios.SCENARIOS[scenario].run(make, size))
+def run(scenario: str, make: Any, size: int) -> float:
+    result: float = asyncio.run(scenarios.SCENARIOS[scenario].run(make, size))
+    return result
+
+
+def only(loader_class: Any) -> Any:
+    """A loader factory that ignores ``max_batch_size``."""
+    return lambda fn, max_batch_size=None: loader_class(fn)
 
 
 def test_every_scenario_has_a_small_size() -> None:
     assert set(SMALL) == set(scenarios.SCENARIOS)
 
 
-@pytest.mark.parametrize("scenario", list(SMALL))
-def test_our_loader_batches_as_043_with_correct_values(scenario: str) -> None:
-    outcome = run(scenario, scenarios.loader_factory(DataLoader), SMALL[scenario])
+def loader_classes() -> list[Any]:
+    strawberry = pytest.importorskip("strawberry.dataloader")
+    return [DataLoader, strawberry.DataLoader, scenarios.FloorLoader]
 
-    assert outcome.problems == []
-    assert outcome.batching == []
-    assert len(outcome.values) == len(scenarios.SCENARIOS[scenario].metrics)
+
+@pytest.mark.parametrize("scenario", list(SMALL))
+def test_every_implementation_batches_as_043_with_correct_values(scenario: str) -> None:
+    for loader_class in loader_classes():
+        metric = run(scenario, scenarios.loader_factory(loader_class), SMALL[scenario])
+        assert metric > 0, loader_class
 
 
 def test_batch_window_counts_five_batches_of_two() -> None:
-    outcome = run("batch-window", scenarios.loader_factory(DataLoader), 10)
-
-    assert outcome.values == [5]
-
-
-@pytest.mark.parametrize("scenario", ["fanout-100", "tree", "max-batch", "batch-window"])
-def test_strawberry_batches_as_043_too(scenario: str) -> None:
-    strawberry = pytest.importorskip("strawberry.dataloader")
-    outcome = run(scenario, scenarios.loader_factory(strawberry.DataLoader), SMALL[scenario])
-
-    assert outcome.problems == []
-    assert outcome.batching == []
+    assert run("batch-window", scenarios.loader_factory(DataLoader), 10) == 5
 
 
 def test_a_loader_that_does_not_batch_is_flagged() -> None:
     def unbatched(fn: Any, max_batch_size: int | None = None) -> Any:
         return DataLoader(fn, batch=False)
 
-    outcome = run("fanout-100", unbatched, 100)
-
-    assert outcome.problems == []  # the values are right ...
-    assert outcome.batching == ["100 batches of sizes 100x1, 0.4.3 makes 1 of sizes 100"]
+    with pytest.raises(scenarios.CheckFailed) as failed:
+        run("fanout-100", unbatched, 100)
+    assert str(failed.value) == "gather: 100 batches of sizes 100x1, 0.4.3 makes 1 of sizes 100"
 
 
 def test_a_loader_that_ignores_max_batch_size_is_flagged() -> None:
-    def unlimited(fn: Any, max_batch_size: int | None = None) -> Any:
-        return DataLoader(fn)
-
-    outcome = run("max-batch", unlimited, 250)
-
-    assert outcome.batching == ["1 batches of sizes 250, 0.4.3 makes 3 of sizes 2x100, 50"]
+    with pytest.raises(scenarios.CheckFailed) as failed:
+        run("max-batch", only(DataLoader), 250)
+    assert str(failed.value) == "gather: 1 batches of sizes 250, 0.4.3 makes 3 of sizes 2x100, 50"
 
 
 def test_reordered_keys_and_wrong_values_are_flagged() -> None:
-    assert scenarios.check_batches([[2, 1]], [[1, 2]]) == [
+    assert scenarios.batching_difference([[2, 1]], [[1, 2]]) == (
         "1 batches of the right sizes, but the keys differ or are out of order"
-    ]
+    )
 
     async def wrong(keys: list[int]) -> list[int]:
         return [0 for _ in keys]
 
-    outcome = run("load_many-10000", lambda fn, max_batch_size=None: DataLoader(wrong), 10)
-    assert outcome.problems == ["load_many: wrong values"]
+    with pytest.raises(scenarios.CheckFailed, match=r"^load_many: wrong values$"):
+        run("load_many-10000", lambda fn, max_batch_size=None: DataLoader(wrong), 10)
 
 
-def test_worker_answers_a_request_over_json_lines() -> None:
-    worker = subprocess.run(
-        [sys.executable, "-I", str(BENCHMARKS / "_core_scenarios.py"), "worker", "project"],
-        input=json.dumps({"scenario": "fanout-100", "size": 100, "warmup": 1, "reps": 2}) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+@pytest.mark.parametrize(("scenario", "size"), [("fanout-100", 100), ("memory-retained", 500)])
+def test_one_pyperf_run_of_the_scenario_script(tmp_path: Path, scenario: str, size: int) -> None:
+    """What the side-by-side driver runs per cell, with this interpreter and project."""
+    inherit = ["--inherit-environ=PYTHONPATH"] if os.environ.get("PYTHONPATH") else []
+    options = ["--debug-single-value", *inherit]
+    benchmark = side_by_side.measure(
+        Path(sys.executable), "project", scenario, size, options, tmp_path / "out.json"
     )
 
-    info, reply = (json.loads(line) for line in worker.stdout.splitlines())
-    assert info["impl"] == "project"
-    assert reply["problems"] == []
-    assert reply["batching"] == []
-    assert len(reply["values"]["fanout-100"]) == 2
+    assert not isinstance(benchmark, str), benchmark
+    assert benchmark.get_name() == scenario
+    assert benchmark.get_nvalue() == 1
+    assert benchmark.median() > 0
 
 
 def test_http_overhead_benchmark_runs_both_apps_in_process() -> None:

@@ -17,6 +17,7 @@ def load_benchmark() -> ModuleType:
     return load_benchmark_module("e2e_blog")
 
 
+@pytest.mark.slow
 def test_quick_run_prints_table_and_writes_results(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

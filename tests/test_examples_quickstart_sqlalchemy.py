@@ -82,6 +82,16 @@ async def test_author_with_books(client: httpx.AsyncClient) -> None:
     }
 
 
+async def test_author_without_books_loads_an_empty_list(client: httpx.AsyncClient) -> None:
+    """default_factory=list: a key the batch's mapping leaves out loads [], not None."""
+    sessionmaker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    async with sessionmaker.begin() as session:
+        session.add(Author(id=3, name="Anonymous"))
+    response = await client.get("/authors/3")
+    assert response.status_code == 200
+    assert response.json() == {"name": "Anonymous", "books": []}
+
+
 async def test_unknown_author_is_404(client: httpx.AsyncClient) -> None:
     response = await client.get("/authors/99")
     assert response.status_code == 404

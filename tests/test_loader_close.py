@@ -224,6 +224,12 @@ async def test_cancel_pending_with_a_timeout_waits_for_a_well_behaved_batch(
         (float("nan"), ValueError, r"timeout must be 0 or more seconds, or None; got nan$"),
         ("5", TypeError, r"timeout must be a number of seconds or None; got '5' \(type str\)$"),
         (True, TypeError, r"timeout must be a number of seconds or None; got True \(type bool\)"),
+        (
+            10**400,
+            ValueError,
+            r"timeout must be a number of seconds that a float holds, or None; got 1000+\.\.\. "
+            r"\(type int\)$",
+        ),
     ],
 )
 async def test_cancel_pending_rejects_a_bad_timeout(
@@ -232,3 +238,19 @@ async def test_cancel_pending_rejects_a_bad_timeout(
     loader, _ = id_loader(name="users")
     with pytest.raises(error, match=r"^DataLoader\(name='users'\): cancel_pending\(\) " + message):
         await loader.cancel_pending(timeout=timeout)
+
+
+async def test_a_bad_timeout_is_refused_before_anything_is_cancelled() -> None:
+    started = asyncio.Event()
+
+    async def slow(keys: list[int]) -> list[int]:
+        started.set()
+        await ticks(2)
+        return keys
+
+    loader = DataLoader(slow)
+    future = loader.load(1)
+    await started.wait()
+    with pytest.raises(ValueError, match="that a float holds"):
+        await loader.cancel_pending(timeout=10**400)
+    assert await asyncio.wait_for(future, 10) == 1

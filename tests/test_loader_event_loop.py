@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import warnings
+import weakref
+from collections.abc import Callable
+from contextvars import Context, ContextVar
 from typing import Any
 
 import pytest
 
 from aiodataloader import DataLoader
 
-from .loader_helpers import Recorder
+from .loader_helpers import Recorder, ticks
 
 MODULE_LEVEL_LOADER: DataLoader[int, int] = DataLoader(Recorder())
 
@@ -245,6 +249,91 @@ def test_a_loader_bound_with_loop_argument_follows_asyncio_run_after_its_loop() 
 
     assert asyncio.run(main()) == [1, 2]
     assert recorder.calls == [[1], [2]]
+
+
+def test_cache_hits_after_a_loop_closed_without_shutdown_asyncgens() -> None:
+    """The pattern of code older than asyncio.run: run_until_complete, then close(), with
+    no shutdown_asyncgens(). Hits in the next loops are futures of the running loop."""
+    recorder = Recorder()
+    loader: DataLoader[int, int] = DataLoader(recorder)
+
+    async def load(*keys: int) -> list[int]:
+        return list(await asyncio.gather(*(loader.load(key) for key in keys)))
+
+    for keys in [(1, 2), (1,), (2, 3)]:
+        loop = asyncio.new_event_loop()
+        try:
+            assert loop.run_until_complete(load(*keys)) == list(keys)
+        finally:
+            loop.close()
+    assert asyncio.run(load(3, 1, 4)) == [3, 1, 4]
+    assert recorder.calls == [[1, 2], [3], [4]]
+
+
+class MillisecondTimerLoop(asyncio.SelectorEventLoop):
+    """A loop whose timers count milliseconds in 32 bits (as Qt's do), and whose clock can
+    be moved forward."""
+
+    offset = 0.0
+
+    def time(self) -> float:
+        return super().time() + self.offset
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: object,
+        context: Context | None = None,
+    ) -> asyncio.TimerHandle:
+        if (when - self.time()) * 1000 > 2**31 - 1:
+            raise OverflowError("timer delay does not fit 32 bits of milliseconds")
+        return super().call_at(when, callback, *args, context=context)
+
+
+def test_a_long_running_loop_with_32_bit_timers_still_gives_the_closing_signal() -> None:
+    recorder = Recorder()
+    loader: DataLoader[int, int] = DataLoader(recorder)
+
+    async def first() -> list[int]:
+        values = await loader.load_many([1, 2])
+        loop.offset += 30 * 86400  # a month later: every timer set so far has come due
+        await ticks(3)
+        assert await loader.load(2) == 2  # still in use on this loop
+        return values
+
+    loop = MillisecondTimerLoop()
+    try:
+        assert loop.run_until_complete(first()) == [1, 2]
+    finally:
+        loop.close()  # without shutdown_asyncgens()
+
+    async def second() -> list[int]:
+        return list(await asyncio.gather(loader.load(1), loader.load(3)))
+
+    assert asyncio.run(second()) == [1, 3]
+    assert recorder.calls == [[1, 2], [3]]
+
+
+def test_watching_a_loop_keeps_nothing_of_the_first_loads_context() -> None:
+    request_var: ContextVar[object] = ContextVar("request")
+
+    class Request:
+        pass
+
+    async def handle() -> weakref.ref[Request]:
+        request = Request()
+        request_var.set(request)  # as a request scope does
+        await DataLoader(Recorder()).load(1)  # the loader's first load watches the loop
+        return weakref.ref(request)
+
+    async def main() -> bool:
+        request = await asyncio.create_task(handle())
+        await ticks(3)  # the loop lets go of the finished task's callbacks
+        gc.collect()
+        return request() is None  # while the loop still runs
+
+    assert asyncio.run(main())
 
 
 @pytest.mark.anyio

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import FrameType
+from typing import Any, TypeVar
 
 import pytest
 
+import aiodataloader
 from aiodataloader import DataLoader
 
 from .loader_helpers import id_loader, ticks
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.anyio
 
@@ -448,3 +454,70 @@ async def test_a_retry_of_keys_cancelled_while_queued_sends_each_key_once() -> N
         future.cancel()
     assert await asyncio.wait_for(loader.load_many(range(5)), 10) == list(range(5))
     assert calls == [[0, 1, 2, 3, 4]]
+
+
+def steps_in_the_package(action: Callable[[], T]) -> tuple[T, int]:
+    """``action()`` and how many times a frame of aiodataloader's own code was entered or
+    resumed while it ran: a count of work that no clock or load of the machine disturbs."""
+    package = os.path.dirname(aiodataloader.__file__) + os.sep
+    steps = 0
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal steps
+        if event == "call" and frame.f_code.co_filename.startswith(package):
+            steps += 1
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        result = action()
+    finally:
+        sys.setprofile(previous)
+    return result, steps
+
+
+async def test_a_batch_function_loading_many_keys_in_flight_elsewhere_is_linear() -> None:
+    """The check that a batch function does not wait on a key of its own batch looks each
+    load up once, not by a scan of the batch (a tree loader: children load parents)."""
+    count = 300
+    parents_queried = asyncio.Event()
+    steps: list[int] = []
+
+    async def fetch(keys: list[int]) -> list[int]:
+        if keys[0] < count:  # the parents: in flight until the children's batch loads them
+            await parents_queried.wait()
+            return keys
+        parents, counted = steps_in_the_package(lambda: [loader.load(k - count) for k in keys])
+        steps.append(counted)
+        parents_queried.set()
+        await asyncio.gather(*parents)
+        return keys
+
+    loader = DataLoader(fetch)
+    parents = loader.load_many(range(count))
+    await ticks(3)  # the parents' batch is in flight
+    assert await asyncio.wait_for(loader.load_many(range(count, 2 * count)), 10) == list(
+        range(count, 2 * count)
+    )
+    assert await parents == list(range(count))
+    # A few steps per load; a scan of the batch per load takes count**2 = 90,000.
+    [counted] = steps
+    assert counted <= 20 * count
+
+
+async def test_a_chunk_may_load_a_key_of_the_next_chunk_after_a_retry_while_queued() -> None:
+    calls: list[list[int]] = []
+
+    async def fetch(keys: list[int]) -> list[int]:
+        calls.append(keys)
+        if 0 in keys:
+            assert await loader.load(3) == 3  # in flight in the next chunk: no deadlock
+        return keys
+
+    loader = DataLoader(fetch, max_batch_size=2)
+    first = loader.load_many([0, 1, 2])
+    loader.load(3).cancel()
+    retried = loader.load(3)  # takes the cancelled load's place in the queued batch
+    assert await asyncio.wait_for(first, 10) == [0, 1, 2]
+    assert await retried == 3
+    assert calls == [[0, 1], [2, 3]]

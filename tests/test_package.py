@@ -30,7 +30,7 @@ def test_importing_the_core_imports_no_web_framework() -> None:
 
 def test_package_is_typed_and_versioned() -> None:
     assert (Path(aiodataloader.__file__).parent / "py.typed").is_file()
-    assert aiodataloader.__version__ == "0.5.0"
+    assert aiodataloader.__version__ == "0.6.0"
     assert aiodataloader.__all__ == ["BatchLoadFn", "BatchScheduleFn", "DataLoader", "__version__"]
 
 
@@ -48,9 +48,3 @@ def test_issue_quickstart_runs_unchanged_with_two_batches() -> None:
 def test_typed_quickstart_runs() -> None:
     result = run_python("-W", "error", "tests/typing_core.py")
     assert result.returncode == 0, result.stderr
-
-
-def test_readme_quickstart_is_the_example_that_runs() -> None:
-    readme = (ROOT / "README.md").read_text()
-    example = (ROOT / "examples" / "core_quickstart.py").read_text()
-    assert f"## Quickstart\n\n```python\n{example}```" in readme

@@ -12,9 +12,11 @@
 - ``graphql_api.py``: a Strawberry schema at ``/graphql`` (loaders) and ``/naive/graphql``
   (one query per resolved field), with depth, alias, token and list-size limits.
 - ``guards.py``: bad input gets a clear 4xx, never a 500.
+- ``shared_cache.py``: the loaders' value caches, shared by every worker on Redis.
 - ``app.py``: ``create_app()``; the lifespan opens, seeds and disposes of the database.
 
 Run it with ``python -m examples.blog`` (API docs at /docs, GraphiQL at /graphql; SQLite by
-default, ``--database-url postgresql+asyncpg://...`` for PostgreSQL). ``python -m demo``
-prints the naive-against-loaders report.
+default, ``--database-url postgresql+asyncpg://...`` for PostgreSQL; ``--redis-url
+redis://...`` to share the loaders' values between workers). ``python -m demo`` prints the
+naive-against-loaders report.
 """

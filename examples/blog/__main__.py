@@ -26,10 +26,20 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="give every loader a batch_schedule_fn that waits this long before dispatching",
     )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="share a value cache between workers on this Redis, e.g. redis://127.0.0.1:6379/0",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     window = None if args.batch_window_ms is None else args.batch_window_ms / 1000
-    app = create_app(args.database_url, batch_window_seconds=window)
+    shared_cache = None
+    if args.redis_url is not None:
+        from aiodataloader.redis import RedisCache  # needs redis-py only with --redis-url
+
+        shared_cache = RedisCache.from_url(args.redis_url, key_prefix="blog:")
+    app = create_app(args.database_url, batch_window_seconds=window, shared_cache=shared_cache)
     base = f"http://{args.host}:{args.port}"
     print(f"blog example on {base}: API docs {base}/docs, GraphiQL {base}/graphql", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +24,9 @@ from examples.blog.db import DEFAULT_SEED_SIZE, Database, SeedSize, count_querie
 from examples.blog.graphql_api import graphql_router
 from examples.blog.guards import MAX_BODY_BYTES, validation_error
 from examples.blog.loaders import build_registry
+
+if TYPE_CHECKING:
+    from aiodataloader.redis import RedisCache
 
 QUERY_COUNT_HEADER = "X-Query-Count"
 
@@ -55,6 +58,7 @@ def create_app(
     seed_size: SeedSize = DEFAULT_SEED_SIZE,
     batch_window_seconds: float | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    shared_cache: RedisCache | None = None,
     **engine_options: Any,
 ) -> FastAPI:
     """The blog app over ``database_url`` (default: a new SQLite file), seeded at startup
@@ -63,7 +67,16 @@ def create_app(
     ``engine_options`` go to ``create_async_engine`` (e.g. ``pool_size=2``).
     ``batch_window_seconds`` gives every loader a ``batch_schedule_fn`` that waits that long
     before dispatching a batch (for the benchmark); by default batches run at once.
+    With ``shared_cache`` (``RedisCache.from_url(...)``), every loader also reads through a
+    value cache that all the workers share (``shared_cache.py``); the lifespan starts and
+    closes it.
     """
+    caches = None
+    if shared_cache is not None:
+        # Imported here: the blog without a shared cache needs no redis-py.
+        from examples.blog.shared_cache import value_caches
+
+        caches = value_caches(shared_cache)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,6 +89,8 @@ def create_app(
             stack.push_async_callback(db.close)
             await db.create_and_seed(seed_size)
             app.state.db = db
+            if shared_cache is not None:
+                await stack.enter_async_context(shared_cache)
             yield
 
     app = FastAPI(
@@ -92,7 +107,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error)
     # On app.state, so a test can swap a loader or the session for every access path:
     # `with app.state.registry.override(AuthorLoader, fake): ...`
-    app.state.registry = build_registry(batch_window_seconds)
+    app.state.registry = build_registry(batch_window_seconds, caches)
     # server_timing: each response says what its loaders did (the demo prints it).
     app.add_middleware(LoaderMiddleware, registry=app.state.registry, server_timing=True)
     # Added after LoaderMiddleware, so it wraps it and counts the loaders' queries too.

@@ -9,11 +9,12 @@ and flushed), and a request holds one connection at most.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from aiodataloader import DataLoader
 from aiodataloader.asgi import LoaderRegistry, Loaders
+from aiodataloader.value_cache import ValueCache
 from examples.blog import queries
 from examples.blog.db import Database, SharedSession
 from examples.blog.models import Author, Base, Comment, Post
@@ -70,9 +71,23 @@ async def save(scope: Loaders, *rows: Base) -> None:
     for row in rows:
         await session.run(queries.add, row)
     scope.clear_all()
+    await forget_shared(scope, *rows)
     for row in rows:
         if isinstance(row, Author):
             (await scope.aget(AuthorLoader)).prime(row.id, row)
+
+
+async def forget_shared(scope: Loaders, *rows: Base) -> None:
+    """Invalidate what ``rows`` change in the value caches shared by every worker (a no-op
+    without them). ``save()`` calls it before the commit, so the request reads its own
+    writes; call it again after the commit, so no worker keeps what it read meanwhile."""
+    for row in rows:
+        if isinstance(row, Author):
+            await (await scope.aget(AuthorLoader)).invalidate(row.id)
+        elif isinstance(row, Post):
+            await (await scope.aget(PostsOfAuthorLoader)).invalidate(row.author_id)
+        elif isinstance(row, Comment):
+            await (await scope.aget(CommentsOfPostLoader)).invalidate(row.post_id)
 
 
 def batch_window(seconds: float) -> ScheduleFn:
@@ -92,16 +107,21 @@ async def shared_session(scope: Loaders) -> AsyncIterator[SharedSession]:
         yield SharedSession(session)
 
 
-def build_registry(batch_window_seconds: float | None = None) -> LoaderRegistry:
+def build_registry(
+    batch_window_seconds: float | None = None,
+    value_caches: Mapping[type[DataLoader[Any, Any]], ValueCache[Any]] | None = None,
+) -> LoaderRegistry:
     """Register the request's session, and every blog loader with a factory that hands it
-    that session.
+    that session; the registry gives each loader its shared value cache where
+    ``value_caches`` has one (``shared_cache.py``).
 
     With ``batch_window_seconds``, each batch waits that long for more keys before it runs
     (the core's ``batch_schedule_fn``); by default a batch runs as soon as the event loop has
     no more loads to queue.
     """
     window = None if batch_window_seconds is None else batch_window(batch_window_seconds)
-    registry = LoaderRegistry()
+    caches = value_caches or {}
+    registry = LoaderRegistry(value_caches=lambda cls, scope: caches.get(cls))
     registry.register(SharedSession, shared_session)
 
     def factory(cls: type[L]) -> Callable[[Loaders], Awaitable[L]]:

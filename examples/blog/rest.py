@@ -146,4 +146,5 @@ async def add_comment(
     # Read back through the loaders, in the same transaction: the new comment is there.
     answer = await post_out(post, authors, comments, tags)
     await session.run(queries.commit)
+    await comments.invalidate(post_id)  # for every worker's shared cache, now committed
     return answer
