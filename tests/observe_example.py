@@ -19,14 +19,17 @@ from aiodataloader.otel import OpenTelemetryObserver
 logger = logging.getLogger("myapp")
 
 
-# --- README: statistics -------------------------------------------------------------------
+# region statistics
 async def report(loader: DataLoader[int, str]) -> str:
     await loader.load_many([1, 2, 3])
     stats = loader.stats  # a frozen snapshot: batches, keys, failures, time
     return f"{stats.batches} batch(es), {stats.keys_dispatched} keys, {stats.batch_seconds:.4f} s"
 
 
-# --- README: an observer ------------------------------------------------------------------
+# endregion
+
+
+# region observer
 class SlowBatches(LoaderObserver):
     """Logs every batch that takes more than 100 ms."""
 
@@ -39,7 +42,10 @@ def watch_slow_batches() -> None:
     add_global_observer(SlowBatches())  # or observe(loader, ...), or registry.add_observer(...)
 
 
-# --- README: OpenTelemetry ----------------------------------------------------------------
+# endregion
+
+
+# region opentelemetry
 def install_tracing(exporter: SpanExporter, reader: MetricReader) -> None:
     tracer_provider = TracerProvider()
     # The batch processor exports from a thread: a slow exporter never blocks the event loop.
@@ -49,8 +55,14 @@ def install_tracing(exporter: SpanExporter, reader: MetricReader) -> None:
     add_global_observer(OpenTelemetryObserver())
 
 
-# --- README: the per-request report -------------------------------------------------------
+# endregion
+
+
+# region server-timing
 def with_server_timing(app: Starlette, registry: LoaderRegistry) -> None:
     app.add_middleware(LoaderMiddleware, registry=registry, server_timing=True)
     # and a DEBUG line per request with the same figures:
     logging.getLogger("aiodataloader.requests").setLevel(logging.DEBUG)
+
+
+# endregion

@@ -30,6 +30,7 @@ query LatestPosts($limit: Int!) {
 """
 
 
+# region budget
 def posts_budget(max_sql: int = 5) -> LoaderBudget:
     """What GET /posts?limit=20 should cost: one batch per loader per level (the authors of
     the posts, then the authors of their comments), and one statement per batch plus the
@@ -40,6 +41,9 @@ def posts_budget(max_sql: int = 5) -> LoaderBudget:
         TagsOfPostLoader: 1,
     }
     return loader_budget(max_batches=limits, max_calls={SQL: max_sql})
+
+
+# endregion
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +75,7 @@ async def post_graphql(client: httpx.AsyncClient, path: str) -> int:
     return int(response.headers[QUERY_COUNT_HEADER])
 
 
+# region budget-test
 async def test_the_loader_endpoint_stays_within_the_budget(client: httpx.AsyncClient) -> None:
     with posts_budget() as budget:
         statements = await get_posts(client, "/posts")
@@ -79,6 +84,9 @@ async def test_the_loader_endpoint_stays_within_the_budget(client: httpx.AsyncCl
     assert batches["CommentsOfPostLoader"] == batches["TagsOfPostLoader"] == [[20]]
     # The budget counts exactly the statements the blog counts.
     assert budget.calls() == {SQL: statements} == {SQL: 5}
+
+
+# endregion
 
 
 async def test_the_naive_endpoint_goes_over_the_budget(client: httpx.AsyncClient) -> None:

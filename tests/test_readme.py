@@ -62,7 +62,8 @@ def region(path: Path, name: str) -> str:
     if len(starts) != 1:
         raise LookupError(f"{path} has {len(starts)} lines '# region {name}', expected 1")
     end = next(i for i in range(starts[0], len(lines)) if lines[i].strip() == "# endregion")
-    return textwrap.dedent("".join(lines[starts[0] + 1 : end]))
+    # Trailing blank lines are the formatter's (two after a function), not the block's.
+    return textwrap.dedent("".join(lines[starts[0] + 1 : end])).rstrip("\n") + "\n"
 
 
 def is_tested(path: Path) -> bool:
