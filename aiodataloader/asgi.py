@@ -65,10 +65,9 @@ try:
     from starlette.requests import HTTPConnection
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"aiodataloader.asgi needs Starlette ({error}): install the `asgi` extra, "
-        "e.g. pip install 'aiodataloader[asgi]' (or '.[asgi]' from a clone)"
-    ) from error
+    from aiodataloader._extras import missing_extra
+
+    raise missing_extra("aiodataloader.asgi", "Starlette", "asgi", error) from error
 
 from aiodataloader.loader import DataLoader
 from aiodataloader.observe import (

@@ -17,10 +17,9 @@ try:
     from fastapi import Depends
     from starlette.requests import HTTPConnection
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"aiodataloader.fastapi needs FastAPI ({error}): install the `fastapi` extra, "
-        "e.g. pip install 'aiodataloader[fastapi]' (or '.[fastapi]' from a clone)"
-    ) from error
+    from aiodataloader._extras import missing_extra
+
+    raise missing_extra("aiodataloader.fastapi", "FastAPI", "fastapi", error) from error
 
 from aiodataloader.asgi import Loaders, check_registrable, loaders_from
 from aiodataloader.loader import DataLoader

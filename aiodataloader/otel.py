@@ -27,10 +27,15 @@ from collections.abc import Iterable, Sequence
 from contextvars import Context, ContextVar
 from typing import Any, Final
 
-from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import metrics, trace
+    from opentelemetry.metrics import CallbackOptions, Observation
+    from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+except ImportError as error:  # pragma: no cover - the test environment has opentelemetry-api
+    from ._extras import missing_extra
+
+    raise missing_extra("aiodataloader.otel", "the OpenTelemetry API", "otel", error) from error
 
 from . import __version__
 from .observe import BatchInfo, LoaderObserver

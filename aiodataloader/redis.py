@@ -39,10 +39,9 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 except ImportError as error:  # pragma: no cover - the test environment has redis
-    raise ImportError(
-        "aiodataloader.redis needs redis-py: install the extra with "
-        "pip install 'aiodataloader[redis]'"
-    ) from error
+    from aiodataloader._extras import missing_extra
+
+    raise missing_extra("aiodataloader.redis", "redis-py", "redis", error) from error
 
 from .serialization import JsonSerializer, Serializer
 from .value_cache import InvalidationListener, Listeners

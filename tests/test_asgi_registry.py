@@ -811,7 +811,12 @@ async def test_http_scope_state_is_never_written() -> None:
 
 @pytest.mark.parametrize(
     ("blocked", "module", "extra"),
-    [("starlette", "aiodataloader.asgi", "asgi"), ("fastapi", "aiodataloader.fastapi", "fastapi")],
+    [
+        ("starlette", "aiodataloader.asgi", "asgi"),
+        ("fastapi", "aiodataloader.fastapi", "fastapi"),
+        ("opentelemetry", "aiodataloader.otel", "otel"),
+        ("redis", "aiodataloader.redis", "redis"),
+    ],
 )
 def test_a_missing_extra_names_what_to_install(blocked: str, module: str, extra: str) -> None:
     # A fresh interpreter in which the framework cannot be imported, as without the extra.
