@@ -112,19 +112,17 @@ class OpenTelemetryObserver(LoaderObserver):
             "aiodataloader", __version__, tracer_provider=tracer_provider
         )
         meter = metrics.get_meter("aiodataloader", __version__, meter_provider=meter_provider)
-        name = "graphql.dataloader.batch.size"
-        self._size = meter.create_histogram(
-            name,
-            METRICS[name][1],
-            METRICS[name][2],
-            explicit_bucket_boundaries_advisory=_SIZE_BUCKETS,
-        )
-        name = "graphql.dataloader.batch.duration"
-        self._duration = meter.create_histogram(
-            name,
-            METRICS[name][1],
-            METRICS[name][2],
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        self._size, self._duration = (
+            meter.create_histogram(
+                name,
+                METRICS[name][1],
+                METRICS[name][2],
+                explicit_bucket_boundaries_advisory=buckets,
+            )
+            for name, buckets in (
+                ("graphql.dataloader.batch.size", _SIZE_BUCKETS),
+                ("graphql.dataloader.batch.duration", _DURATION_BUCKETS),
+            )
         )
         # Hits and misses only add to plain integers (a hit is far more frequent than a
         # batch, and an instrument's add() costs microseconds); the SDK reads the totals
