@@ -7,13 +7,27 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 from typing import Any
 
+import pytest
 import uvicorn
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from .services import require_postgres, unique_name
+
+
+def _at_least(package: str, wanted: tuple[int, ...]) -> bool:
+    return tuple(int(part) for part in version(package).split(".")[: len(wanted)]) >= wanted
+
+
+#: The blog example runs on FastAPI >= 0.165 (``max_body_size``) and Strawberry >= 0.341; both
+#: need Python 3.11, so on 3.10 (where the library and its other tests run) its tests skip.
+needs_blog_dependencies = pytest.mark.skipif(
+    not (_at_least("fastapi", (0, 165)) and _at_least("strawberry-graphql", (0, 341))),
+    reason="the blog example needs FastAPI >= 0.165 and Strawberry >= 0.341 (Python 3.11+)",
+)
 
 
 @asynccontextmanager

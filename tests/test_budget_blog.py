@@ -18,7 +18,9 @@ from examples.blog.app import QUERY_COUNT_HEADER, create_app
 from examples.blog.db import SeedSize
 from examples.blog.loaders import AuthorLoader, CommentsOfPostLoader, TagsOfPostLoader
 
-pytestmark = pytest.mark.anyio
+from .examples_support import needs_blog_dependencies
+
+pytestmark = [pytest.mark.anyio, needs_blog_dependencies]
 
 SMALL = SeedSize(authors=40, posts=300, comments=3_000)
 # Every SQL statement SQLAlchemy sends with parameters (each of the blog's does).

@@ -24,9 +24,9 @@ from examples.blog.db import Database, SeedSize, SharedSession, count_queries
 from examples.blog.loaders import AuthorLoader, CommentsOfPostLoader, SessionLoader, save
 from examples.blog.models import Author, Comment
 
-from .examples_support import postgres_database
+from .examples_support import needs_blog_dependencies, postgres_database
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, needs_blog_dependencies]
 
 SMALL = SeedSize(authors=40, posts=300, comments=3_000)
 

@@ -19,9 +19,9 @@ from demo.report import POSTS_QUERY
 from examples.blog.app import QUERY_COUNT_HEADER, create_app
 from examples.blog.db import Database, SeedSize
 
-from .examples_support import postgres_database, uvicorn_server
+from .examples_support import needs_blog_dependencies, postgres_database, uvicorn_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, needs_blog_dependencies]
 
 SMALL = SeedSize(authors=40, posts=300, comments=3_000)
 

@@ -18,7 +18,9 @@ import pytest
 from demo import report as demo
 from demo.server import REPO_ROOT
 
-from .examples_support import postgres_database
+from .examples_support import needs_blog_dependencies, postgres_database
+
+pytestmark = needs_blog_dependencies
 
 
 def check_report(out: str) -> None:
@@ -99,9 +101,9 @@ async def test_demo_on_postgresql() -> None:
 @pytest.mark.skipif(
     not (
         os.environ.get("AIODATALOADER_TEST_DEMO_FROM_SCRATCH") == "1"
-        or (os.environ.get("CI") == "true" and sys.version_info[:2] == (3, 10))
+        or (os.environ.get("CI") == "true" and sys.version_info[:2] == (3, 11))
     ),
-    reason="installs from PyPI: runs in CI once (on Python 3.10), or with "
+    reason="installs from PyPI: runs in CI once (on Python 3.11), or with "
     "AIODATALOADER_TEST_DEMO_FROM_SCRATCH=1",
 )
 def test_demo_session_from_scratch_and_again(tmp_path: Path) -> None:

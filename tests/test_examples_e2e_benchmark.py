@@ -11,6 +11,9 @@ from types import ModuleType
 import pytest
 
 from .benchmark_modules import load_benchmark_module
+from .examples_support import needs_blog_dependencies
+
+pytestmark = needs_blog_dependencies
 
 
 def load_benchmark() -> ModuleType:

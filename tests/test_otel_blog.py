@@ -27,7 +27,9 @@ from aiodataloader.otel import OpenTelemetryObserver
 from examples.blog.app import QUERY_COUNT_HEADER, create_app
 from examples.blog.db import SeedSize
 
-pytestmark = pytest.mark.anyio
+from .examples_support import needs_blog_dependencies
+
+pytestmark = [pytest.mark.anyio, needs_blog_dependencies]
 
 SMALL = SeedSize(authors=40, posts=300, comments=3_000)
 BATCH = "GraphQL DataLoader Batch "

@@ -16,10 +16,10 @@ from aiodataloader.redis import RedisCache
 from examples.blog.app import QUERY_COUNT_HEADER, create_app
 from examples.blog.db import SeedSize
 
-from .examples_support import postgres_database
+from .examples_support import needs_blog_dependencies, postgres_database
 from .services import require_redis, unique_name
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, needs_blog_dependencies]
 
 SMALL = SeedSize(authors=40, posts=300, comments=3_000)
 
