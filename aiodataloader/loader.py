@@ -580,7 +580,8 @@ class DataLoader(Generic[K, V]):
             raise RuntimeError(
                 f"{self._label()}: the batch function loaded {checks.describe(key)}, a key "
                 "of the very batch it is computing; awaiting it would wait forever. Compute "
-                "that value within the batch function, or load it through another loader"
+                "that value within the batch function, or load it through a loader whose batch "
+                "function does not load from this one"
             )
 
     def _reload_cancelled(self, key: K, cache_key: object, cancelled: Future[V]) -> Future[V]:

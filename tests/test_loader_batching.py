@@ -169,6 +169,25 @@ async def test_prime_force_settles_a_load_still_queued() -> None:
     assert calls == []
 
 
+async def test_prime_force_settles_a_load_whose_batch_is_in_flight() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(keys: list[str]) -> list[str]:
+        started.set()
+        await release.wait()
+        return [f"fetched {key}" for key in keys]
+
+    loader: DataLoader[str, str] = DataLoader(slow)
+    pending = loader.load("A")
+    await started.wait()  # the batch function is running with "A"
+    loader.prime("A", "forced", force=True)
+    assert await pending == "forced"
+    release.set()
+    await asyncio.sleep(0)
+    assert await loader.load("A") == "forced"  # the late result does not replace it
+
+
 async def test_prime_with_exception_primes_a_rejection() -> None:
     loader, calls = id_loader()
     loader.prime(1, ValueError("primed error"))

@@ -348,7 +348,8 @@ async def test_a_batch_function_that_loads_its_own_key_is_refused() -> None:
     assert str(info.value) == (
         "SelfLoading(name='self'): the batch function loaded 2 (type int), a key of the very "
         "batch it is computing; awaiting it would wait forever. Compute that value within "
-        "the batch function, or load it through another loader"
+        "the batch function, or load it through a loader whose batch function does not load "
+        "from this one"
     )
     # The failed batch was evicted; the loader stays usable.
     assert "cached=0" in repr(loader)
