@@ -809,7 +809,16 @@ class _Teardown:
     stand-in for it, so a ``Task.cancel()`` of the request cancels the stand-in, not the step.
     """
 
-    __slots__ = ("cancelled", "deadline", "error", "escaped", "grace", "loop", "shield")
+    __slots__ = (
+        "cancelled",
+        "deadline",
+        "error",
+        "escaped",
+        "grace",
+        "loop",
+        "pending_bound",
+        "shield",
+    )
 
     def __init__(self, timeout: float, error: BaseException | None) -> None:
         self.loop = asyncio.get_running_loop()
@@ -817,15 +826,16 @@ class _Teardown:
         # Once the budget is spent, each later step still gets a slice of it: a stuck loader
         # must not leave the session it used open.
         self.grace = timeout / 10
+        # Half the budget for the core's own bound on a loader's pending batches, so that it
+        # abandons a stuck batch (and names it) before the step overruns.
+        self.pending_bound = timeout / 2
         self.error = error
         self.cancelled = False
         self.escaped: BaseException | None = None
         self.shield: anyio.CancelScope | None = None
 
     async def run(self, built: Iterable[_Built]) -> None:
-        # Half the budget for the core's own bound, so that it abandons a stuck batch (and
-        # names it) before this step overruns.
-        pending_timeout = max(self.deadline - self.loop.time(), self.grace) / 2
+        pending_timeout = self.pending_bound
         try:
             for recipe, instance, exit_ in built:
                 if recipe.is_loader:
@@ -1175,7 +1185,8 @@ def loaders_from(conn: HTTPConnection) -> Loaders:
     """The ``Loaders`` of this request or websocket connection (a Request, WebSocket, ...)."""
     slot = conn.scope.get(_SCOPE_KEY)
     if type(slot) is list:
-        return _open(slot)
+        loaders: Loaders | None = slot[_CONTAINER_BUILT]
+        return loaders if loaders is not None else _open(slot)
     if slot is None:
         raise RuntimeError(_NOT_INSTALLED.format(where="connection"))
     return cast(Loaders, slot)
@@ -1199,4 +1210,5 @@ def current_loaders() -> Loaders:
             _NOT_INSTALLED.format(where="context")
             + " current_loaders() only works while a request is being handled."
         )
-    return _open(slot)
+    loaders: Loaders | None = slot[_CONTAINER_BUILT]
+    return loaders if loaders is not None else _open(slot)
