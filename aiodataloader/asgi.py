@@ -56,7 +56,7 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import ContextVar
 from functools import partial
-from types import MappingProxyType, TracebackType
+from types import CoroutineType, GeneratorType, MappingProxyType, TracebackType
 from typing import Any, Final, TypeAlias, TypeVar, cast, get_origin, overload
 
 try:
@@ -202,6 +202,7 @@ class _Recipe:
         "enter",
         "factory",
         "has_aclose",
+        "idle_skips_cancel",
         "is_async",
         "is_loader",
     )
@@ -213,6 +214,11 @@ class _Recipe:
         self.cls = cls
         self.is_loader = issubclass(cls, DataLoader)
         self.has_aclose = self.is_loader and callable(getattr(cls, "aclose", None))
+        # The core's cancel_pending() returns at once for an idle loader; teardown skips the
+        # call then, unless the class overrides it (its override may do more).
+        self.idle_skips_cancel = (
+            self.is_loader and getattr(cls, "cancel_pending", None) is DataLoader.cancel_pending
+        )
         self.enter = enter
         if factory is None:
             if not _builds_without_arguments(cls):
@@ -499,13 +505,12 @@ class Loaders:
                 value = manager.__enter__()
             elif kind == _ASYNC_CONTEXT:
                 raise _use_aget(cls, "returned an async context manager")
-        error = self._refusal(recipe, value, exit_)
+        error = self._accept(recipe, value, exit_)
         if error is not None:
             if exit_ is not None:
                 exit_(None, None, None)
             raise error
-        self._keep(recipe, value, exit_)
-        return value  # type: ignore[no-any-return]  # checked by _refusal
+        return value  # type: ignore[no-any-return]  # checked by _accept
 
     async def aget(self, cls: type[T]) -> T:
         """This request's ``cls``, built on first use by its factory (sync or async).
@@ -515,37 +520,45 @@ class Loaders:
         instances = self._instances
         if cls in instances:
             return instances[cls]  # type: ignore[no-any-return]  # keyed by its own class
-        recipe = self._recipe_to_build(cls)
+        if self._closed:
+            raise self._closed_error(cls)
+        registry = self.registry
+        recipe = registry._recipes.get(cls) or registry._recipe(cls)
         building = self._building
         if building is None:
             building = self._building = {}
         elif cls in building:
             return await self._wait_for_build(cls)  # type: ignore[no-any-return]
-        building[cls] = asyncio.current_task()
+        # The builder's task is what tells a factory that asks for its own class from one
+        # that waits for another task's build; asked for only when the build first awaits
+        # (before that, nothing else can run).
+        building[cls] = None
         try:
             # The build, inline (not a coroutine of its own: it runs once per class and request).
             call_bare = recipe.call_bare
             value: Any = call_bare() if call_bare is not None else recipe.call(self)
-            if inspect.iscoroutine(value) or (
-                not isinstance(value, cls) and inspect.isawaitable(value)
+            if type(value) is CoroutineType or (
+                not isinstance(value, cls) and _is_awaitable(value)
             ):
+                building[cls] = asyncio.current_task()
                 value = await value
             exit_: Any = None
             if recipe.enter and not recipe.is_loader:
                 kind = _context_kind(value)
                 if kind == _ASYNC_CONTEXT:
                     exit_ = type(value).__aexit__.__get__(value)
+                    if building[cls] is None:
+                        building[cls] = asyncio.current_task()
                     value = await value.__aenter__()
                 elif kind == _SYNC_CONTEXT:
                     exit_ = type(value).__exit__.__get__(value)
                     value = value.__enter__()
             # The request may have ended while the factory awaited (a client that went away).
-            error = self._closed_error(cls) if self._closed else self._refusal(recipe, value, exit_)
+            error = self._closed_error(cls) if self._closed else self._accept(recipe, value, exit_)
             if error is not None:
                 await _exit_now(cls, exit_)  # exit what was entered: nobody else will
                 raise error
-            self._keep(recipe, value, exit_)
-            return value  # type: ignore[no-any-return]  # checked by _refusal
+            return value  # type: ignore[no-any-return]  # checked by _accept
         except Exception as failure:
             _log_factory_failure(cls, failure)
             raise
@@ -587,7 +600,9 @@ class Loaders:
             "that built them"
         )
 
-    def _refusal(self, recipe: _Recipe, value: Any, exit_: Any) -> Exception | None:
+    def _accept(self, recipe: _Recipe, value: Any, exit_: Any) -> Exception | None:
+        """Keep what a factory built for this container; or the error that refuses it (then
+        nothing is kept)."""
         cls = recipe.cls
         try:
             wrong_type = not isinstance(value, cls)
@@ -597,34 +612,34 @@ class Loaders:
             return TypeError(
                 f"the factory for {cls.__name__} returned {value!r}, not a {cls.__name__} instance"
             )
-        if recipe.is_loader or exit_ is not None:
-            owner = _owners.get(id(value))
+        is_loader = recipe.is_loader
+        if is_loader or exit_ is not None:
+            key = id(value)
+            owner = _owners.get(key)
             if owner is not None and owner is not self and not owner._closed:
-                kind = "loader" if recipe.is_loader else "resource"
+                kind = "loader" if is_loader else "resource"
                 return RuntimeError(
                     f"the factory for {cls.__name__} returned {value!r}, which belongs to "
                     f"another request's Loaders ({owner!r}): factories must build a new "
                     f"{kind} per request"
                 )
-        return None
-
-    def _keep(self, recipe: _Recipe, value: Any, exit_: Any) -> None:
-        choose = self.registry.value_caches
-        if choose is not None and recipe.is_loader:
-            value_cache = choose(recipe.cls, self)
-            if value_cache is not None:
-                give_value_cache(value, value_cache)
-        if recipe.is_loader:
-            for observer in self.registry._observers:
-                observe(value, observer)
-        if recipe.is_loader or exit_ is not None:
-            _owners[id(value)] = self
+            if is_loader:
+                registry = self.registry
+                choose = registry.value_caches
+                if choose is not None:
+                    value_cache = choose(cls, self)
+                    if value_cache is not None:
+                        give_value_cache(value, value_cache)
+                for observer in registry._observers:
+                    observe(value, observer)
+            _owners[key] = self
         built = self._built
         if built is None:
             built = self._built = []
             self._instances = {}
-        self._instances[recipe.cls] = value
+        self._instances[cls] = value
         built.append((recipe, value, exit_))
+        return None
 
     def clear_all(self) -> None:
         """Clear every built loader's cache, e.g. after a mutation or between messages."""
@@ -670,12 +685,16 @@ class Loaders:
             return
         self._built = None
         self._instances = _NO_INSTANCES
-        self._torn_down = [
-            (loader_name(value), value._counters) for recipe, value, _ in built if recipe.is_loader
-        ]
-        for _, instance, _ in built:
-            if _owners.get(id(instance)) is self:
-                del _owners[id(instance)]
+        torn_down: list[tuple[str, LoaderCounters]] = []
+        self._torn_down = torn_down
+        for recipe, instance, exit_ in built:
+            if recipe.is_loader:
+                torn_down.append((loader_name(instance), instance._counters))
+            elif exit_ is None:
+                continue  # never registered in _owners: see _accept
+            key = id(instance)
+            if _owners.get(key) is self:
+                del _owners[key]
         await _Teardown(self.teardown_timeout, exc).run(reversed(built))
         if request_logger.isEnabledFor(logging.DEBUG):
             request_logger.debug("%s: %s", _request_line(scope), self.stats().describe())
@@ -741,6 +760,21 @@ def _context_kind(value: object) -> int:
     return kind
 
 
+# Which result types are awaitable: looked up once per type (an ABC check costs more than
+# the rest of a build). Generators are asked one by one: only some are awaitable.
+_awaitable_types: dict[type[Any], bool] = {}
+
+
+def _is_awaitable(value: object) -> bool:
+    cls = type(value)
+    awaitable = _awaitable_types.get(cls)
+    if awaitable is None:
+        awaitable = inspect.isawaitable(value)
+        if cls is not GeneratorType:
+            _awaitable_types[cls] = awaitable
+    return awaitable
+
+
 def _use_aget(cls: type[Any], why: str) -> TypeError:
     return TypeError(
         f"the factory for {cls.__name__} {why}: use `await scope.aget({cls.__name__})` "
@@ -774,7 +808,16 @@ class _Teardown:
     stand-in for it, so a ``Task.cancel()`` of the request cancels the stand-in, not the step.
     """
 
-    __slots__ = ("cancelled", "deadline", "error", "escaped", "grace", "loop", "shield")
+    __slots__ = (
+        "cancelled",
+        "deadline",
+        "error",
+        "escaped",
+        "grace",
+        "loop",
+        "pending_bound",
+        "shield",
+    )
 
     def __init__(self, timeout: float, error: BaseException | None) -> None:
         self.loop = asyncio.get_running_loop()
@@ -782,15 +825,16 @@ class _Teardown:
         # Once the budget is spent, each later step still gets a slice of it: a stuck loader
         # must not leave the session it used open.
         self.grace = timeout / 10
+        # Half the budget for the core's own bound on a loader's pending batches, so that it
+        # abandons a stuck batch (and names it) before the step overruns.
+        self.pending_bound = timeout / 2
         self.error = error
         self.cancelled = False
         self.escaped: BaseException | None = None
         self.shield: anyio.CancelScope | None = None
 
     async def run(self, built: Iterable[_Built]) -> None:
-        # Half the budget for the core's own bound, so that it abandons a stuck batch (and
-        # names it) before this step overruns.
-        pending_timeout = max(self.deadline - self.loop.time(), self.grace) / 2
+        pending_timeout = self.pending_bound
         try:
             for recipe, instance, exit_ in built:
                 if recipe.is_loader:
@@ -798,17 +842,15 @@ class _Teardown:
                         DataLoader.close(instance, _CLOSED_REASON)
                     except Exception as failure:
                         self._failed(recipe, instance, "close", failure)
-                    # Inline: an idle loader's cancel_pending() returns without suspending.
-                    drive = None
-                    try:
-                        pending = instance.cancel_pending(timeout=pending_timeout)
-                        drive = _Drive(self, pending, pending.send(None))
-                    except StopIteration:
-                        pass
-                    except BaseException as failure:
-                        self._failed(recipe, instance, "cancel_pending", failure)
-                    if drive is not None:
-                        await self._finish(recipe, instance, "cancel_pending", drive)
+                    # An idle loader (no batch queued or running: the common case at the end
+                    # of a request) has nothing to cancel; the core's own test, read here to
+                    # save a coroutine per loader.
+                    if not (
+                        recipe.idle_skips_cancel
+                        and instance._batch is None
+                        and not instance._running
+                    ):
+                        await self._cancel_pending(recipe, instance, pending_timeout)
                     try:
                         instance.clear_all()
                     except Exception as failure:
@@ -829,6 +871,19 @@ class _Teardown:
         if self.cancelled:
             raise asyncio.CancelledError
 
+    async def _cancel_pending(self, recipe: _Recipe, instance: Any, bound: float) -> None:
+        # Inline: a cancel_pending() that has nothing to wait for returns without suspending.
+        drive = None
+        try:
+            pending = instance.cancel_pending(timeout=bound)
+            drive = _Drive(self, pending, pending.send(None))
+        except StopIteration:
+            pass
+        except BaseException as failure:
+            self._failed(recipe, instance, "cancel_pending", failure)
+        if drive is not None:
+            await self._finish(recipe, instance, "cancel_pending", drive)
+
     def _start(
         self,
         recipe: _Recipe,
@@ -848,9 +903,13 @@ class _Teardown:
                 )
             else:
                 awaitable = getattr(instance, name)()
-            if not inspect.isawaitable(awaitable):
+            coro: Coroutine[Any, Any, Any]
+            if type(awaitable) is CoroutineType:
+                coro = awaitable
+            elif inspect.isawaitable(awaitable):
+                coro = _await(awaitable)
+            else:
                 return None  # a sync cleanup, or a loader's aclose() that is a plain method
-            coro = awaitable if inspect.iscoroutine(awaitable) else _await(awaitable)
             first = coro.send(None)
         except StopIteration:
             return None
@@ -1046,7 +1105,9 @@ class LoaderMiddleware:
                 await loaders.__aexit__(type(error), error, error.__traceback__)
             raise
         else:
-            loaders = _end(slot)
+            # _end(slot), inline: this runs once per request.
+            slot[_MIDDLEWARE] = slot[_ASGI_SCOPE] = None
+            loaders = slot[_CONTAINER_BUILT]
             if loaders is not None:
                 await loaders.__aexit__(None, None, None)
         finally:
@@ -1123,7 +1184,8 @@ def loaders_from(conn: HTTPConnection) -> Loaders:
     """The ``Loaders`` of this request or websocket connection (a Request, WebSocket, ...)."""
     slot = conn.scope.get(_SCOPE_KEY)
     if type(slot) is list:
-        return _open(slot)
+        loaders: Loaders | None = slot[_CONTAINER_BUILT]
+        return loaders if loaders is not None else _open(slot)
     if slot is None:
         raise RuntimeError(_NOT_INSTALLED.format(where="connection"))
     return cast(Loaders, slot)
@@ -1147,4 +1209,5 @@ def current_loaders() -> Loaders:
             _NOT_INSTALLED.format(where="context")
             + " current_loaders() only works while a request is being handled."
         )
-    return _open(slot)
+    loaders: Loaders | None = slot[_CONTAINER_BUILT]
+    return loaders if loaders is not None else _open(slot)

@@ -14,6 +14,7 @@ ratios with/without.
 
     python benchmarks/http_overhead.py           # 1-3 minutes
     python benchmarks/http_overhead.py --quick   # smoke run, under 20 s
+    python benchmarks/http_overhead.py --direct  # the ASGI app called directly only, under a minute
 """
 
 from __future__ import annotations
@@ -360,15 +361,18 @@ def bench_uvicorn(rounds: int, per_round: int) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run, under 20 s")
+    parser.add_argument(
+        "--direct", action="store_true", help="only the ASGI app called directly (no client)"
+    )
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
         return
     rounds, direct_n, asgi_n, http_n = (30, 100, 50, 40) if args.quick else (150, 400, 100, 60)
-    rows = (
-        bench_direct(rounds, direct_n) + bench_asgi(rounds, asgi_n) + bench_uvicorn(rounds, http_n)
-    )
+    rows = bench_direct(rounds, direct_n)
+    if not args.direct:
+        rows += bench_asgi(rounds, asgi_n) + bench_uvicorn(rounds, http_n)
     print(
         f"{'transport':<24} {'request':<20} {'without µs':>11} {'with µs':>9} "
         f"{'overhead':>9}  (median of {rounds} paired ratios)"

@@ -336,3 +336,43 @@ async def test_a_factory_error_answers_500_and_cleans_up_what_was_built(
     assert [r.getMessage() for r in caplog.records if r.name == "aiodataloader"] == [
         "the factory for str raised PermissionError('token expired')"
     ]
+
+
+class CountsCancels(DataLoader[int, int]):
+    """A loader whose own cancel_pending() does more than the core's: teardown calls it even
+    when nothing is pending."""
+
+    cancels: list[float | None] = []
+
+    async def batch_load_fn(self, keys: list[int]) -> list[int]:
+        return keys
+
+    async def cancel_pending(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        CountsCancels.cancels.append(timeout)
+        await super().cancel_pending(timeout)
+
+
+class Plain(DataLoader[int, int]):
+    async def batch_load_fn(self, keys: list[int]) -> list[int]:
+        return keys
+
+
+async def test_idle_loaders_are_closed_and_cleared_and_an_own_cancel_pending_still_runs() -> None:
+    CountsCancels.cancels = []
+    cache: dict[Any, Any] = {}
+    registry = LoaderRegistry()
+    registry.register(Plain, lambda: Plain(cache_map=cache))
+    scope = Loaders(registry=registry, teardown_timeout=TIMEOUT)
+    counting = scope.get(CountsCancels)
+    plain = scope.get(Plain)
+    assert await counting.load(1) == 1
+    assert await plain.load(2) == 2  # both idle now: their batches are done
+    assert list(cache) == [2]
+    await scope.aclose()
+    [timeout] = CountsCancels.cancels
+    assert timeout is not None
+    assert 0 < timeout <= TIMEOUT
+    assert cache == {}
+    for loader in (counting, plain):
+        with pytest.raises(RuntimeError, match="is closed: its request has ended"):
+            loader.load(3)
