@@ -11,8 +11,8 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, closing, contextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,8 +31,11 @@ shared = RedisCache.from_url(
 items_cache: RedisValueCache[str] = shared.for_loader("items", ttl=300)
 
 
-def connect() -> sqlite3.Connection:
-    return sqlite3.connect(os.environ["ITEMS_DB"], timeout=10)
+@contextmanager
+def connect() -> Iterator[sqlite3.Connection]:
+    """A connection, committed if the block succeeds, and closed (``with`` alone does not)."""
+    with closing(sqlite3.connect(os.environ["ITEMS_DB"], timeout=10)) as db, db:
+        yield db
 
 
 class ItemLoader(DataLoader[int, str]):

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -75,7 +76,7 @@ def workers(tmp_path: Path) -> Iterator[list[Worker]]:
     redis_url = require_redis()
     name = unique_name("aiodataloader_workers")
     database = tmp_path / "items.sqlite3"
-    with sqlite3.connect(database) as db:
+    with closing(sqlite3.connect(database)) as db, db:
         db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, value TEXT)")
         db.executemany("INSERT INTO items VALUES (?, ?)", [(i, f"v{i}") for i in range(10)])
     pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
