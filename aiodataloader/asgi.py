@@ -50,7 +50,6 @@ from collections.abc import (
     Callable,
     Coroutine,
     Generator,
-    Iterable,
     Iterator,
 )
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
@@ -75,7 +74,6 @@ from aiodataloader.observe import (
     LoaderObserver,
     RequestStats,
     checked_observer,
-    loader_name,
     observe,
 )
 from aiodataloader.value_cache import ValueCache, give_value_cache
@@ -205,6 +203,7 @@ class _Recipe:
         "idle_skips_cancel",
         "is_async",
         "is_loader",
+        "own_clear_all",
     )
 
     def __init__(self, cls: type[Any], factory: Callable[..., Any] | None, enter: bool) -> None:
@@ -214,6 +213,10 @@ class _Recipe:
         self.cls = cls
         self.is_loader = issubclass(cls, DataLoader)
         self.has_aclose = self.is_loader and callable(getattr(cls, "aclose", None))
+        # Teardown empties a loader's cache itself unless the class has its own clear_all().
+        self.own_clear_all = (
+            self.is_loader and getattr(cls, "clear_all", None) is not DataLoader.clear_all
+        )
         # The core's cancel_pending() returns at once for an idle loader; teardown skips the
         # call then, unless the class overrides it (its override may do more).
         self.idle_skips_cancel = (
@@ -412,9 +415,10 @@ _Built = tuple["_Recipe", Any, Any]
 # Shared by every container that has built nothing yet; replaced before the first insert.
 _NO_INSTANCES: dict[type[Any], Any] = cast("dict[type[Any], Any]", MappingProxyType({}))
 
-# Which container owns a live loader (or resource with cleanup), by id: a factory that returns
-# a shared instance would let one request's teardown cancel another request's loads. Entries
-# go at teardown (a container that is never closed keeps its own alive).
+# Which container owns a live resource with a cleanup, by id (a loader's own is its
+# _scope_owner): a factory that returns a shared instance would let one request's teardown
+# clean up what another request still uses. Entries go at teardown (a container that is never
+# closed keeps its own alive).
 _owners: dict[int, Loaders] = {}
 
 
@@ -435,7 +439,7 @@ class Loaders:
     _built: list[_Built] | None = None
     # The class being built by aget, and the task that builds it; a future for those who
     # wait for it, made only when one does.
-    _building: dict[type[Any], asyncio.Task[Any] | None] | None = None
+    _building: dict[type[Any], object] | None = None
     _waiting: dict[type[Any], asyncio.Future[None]] | None = None
     _closed = False
     # After teardown: each loader's name and counters (not the loader, which is freed), so
@@ -529,9 +533,10 @@ class Loaders:
             building = self._building = {}
         elif cls in building:
             return await self._wait_for_build(cls)  # type: ignore[no-any-return]
-        # The builder's task is what tells a factory that asks for its own class from one
-        # that waits for another task's build; asked for only when the build first awaits
-        # (before that, nothing else can run).
+        # What the build awaits tells a factory that asks for its own class (the coroutine it
+        # awaits is running then: the request is on its own stack) from a call that waits
+        # for another task's build (that coroutine is suspended). Set when the build first
+        # awaits: before that, nothing else can run.
         building[cls] = None
         try:
             # The build, inline (not a coroutine of its own: it runs once per class and request).
@@ -540,16 +545,17 @@ class Loaders:
             if type(value) is CoroutineType or (
                 not isinstance(value, cls) and _is_awaitable(value)
             ):
-                building[cls] = asyncio.current_task()
+                building[cls] = _builder(value)
                 value = await value
             exit_: Any = None
             if recipe.enter and not recipe.is_loader:
                 kind = _context_kind(value)
                 if kind == _ASYNC_CONTEXT:
                     exit_ = type(value).__aexit__.__get__(value)
+                    entering = value.__aenter__()
                     if building[cls] is None:
-                        building[cls] = asyncio.current_task()
-                    value = await value.__aenter__()
+                        building[cls] = _builder(entering)
+                    value = await entering
                 elif kind == _SYNC_CONTEXT:
                     exit_ = type(value).__exit__.__get__(value)
                     value = value.__enter__()
@@ -571,9 +577,9 @@ class Loaders:
     async def _wait_for_build(self, cls: type[Any]) -> Any:
         """``aget`` while another call builds ``cls``: its result, or a build of our own if
         that call failed or was cancelled."""
-        building = cast("dict[type[Any], asyncio.Task[Any] | None]", self._building)
+        building = cast("dict[type[Any], object]", self._building)
         while cls in building:
-            if building[cls] is asyncio.current_task():
+            if _builds_here(building[cls]):
                 raise RuntimeError(
                     f"{cls.__name__} is being built already: its factory asked for it"
                 )
@@ -614,8 +620,9 @@ class Loaders:
             )
         is_loader = recipe.is_loader
         if is_loader or exit_ is not None:
-            key = id(value)
-            owner = _owners.get(key)
+            # A loader knows its container (an attribute read, no lookup); a resource with a
+            # cleanup is looked up by identity. A torn-down owner no longer holds it.
+            owner = value._scope_owner if is_loader else _owners.get(id(value))
             if owner is not None and owner is not self and not owner._closed:
                 kind = "loader" if is_loader else "resource"
                 return RuntimeError(
@@ -624,6 +631,7 @@ class Loaders:
                     f"{kind} per request"
                 )
             if is_loader:
+                value._scope_owner = self
                 registry = self.registry
                 choose = registry.value_caches
                 if choose is not None:
@@ -632,7 +640,8 @@ class Loaders:
                         give_value_cache(value, value_cache)
                 for observer in registry._observers:
                     observe(value, observer)
-            _owners[key] = self
+            else:
+                _owners[id(value)] = self
         built = self._built
         if built is None:
             built = self._built = []
@@ -687,15 +696,7 @@ class Loaders:
         self._instances = _NO_INSTANCES
         torn_down: list[tuple[str, LoaderCounters]] = []
         self._torn_down = torn_down
-        for recipe, instance, exit_ in built:
-            if recipe.is_loader:
-                torn_down.append((loader_name(instance), instance._counters))
-            elif exit_ is None:
-                continue  # never registered in _owners: see _accept
-            key = id(instance)
-            if _owners.get(key) is self:
-                del _owners[key]
-        await _Teardown(self.teardown_timeout, exc).run(reversed(built))
+        await _Teardown(self.teardown_timeout, exc).run(self, built, torn_down)
         if request_logger.isEnabledFor(logging.DEBUG):
             request_logger.debug("%s: %s", _request_line(scope), self.stats().describe())
 
@@ -775,6 +776,20 @@ def _is_awaitable(value: object) -> bool:
     return awaitable
 
 
+def _builder(awaited: Any) -> object:
+    """What marks a build that awaits ``awaited``: the coroutine itself (no lookup), or for
+    another awaitable the task that awaits it."""
+    return awaited if type(awaited) is CoroutineType else asyncio.current_task()
+
+
+def _builds_here(builder: object) -> bool:
+    """Whether the build marked ``builder`` is the one this call is made from: its coroutine
+    is running (only the current stack's coroutines are), or its task is the current one."""
+    if type(builder) is CoroutineType:
+        return bool(builder.cr_running)
+    return builder is not None and builder is asyncio.current_task()
+
+
 def _use_aget(cls: type[Any], why: str) -> TypeError:
     return TypeError(
         f"the factory for {cls.__name__} {why}: use `await scope.aget({cls.__name__})` "
@@ -820,8 +835,10 @@ class _Teardown:
     )
 
     def __init__(self, timeout: float, error: BaseException | None) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.deadline = self.loop.time() + timeout
+        # The clock starts at the first step that waits (see _Drive): the steps before it
+        # returned at once, and most teardowns have none that waits.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.deadline = timeout
         # Once the budget is spent, each later step still gets a slice of it: a stuck loader
         # must not leave the session it used open.
         self.grace = timeout / 10
@@ -833,11 +850,20 @@ class _Teardown:
         self.escaped: BaseException | None = None
         self.shield: anyio.CancelScope | None = None
 
-    async def run(self, built: Iterable[_Built]) -> None:
+    async def run(
+        self, owner: Loaders, built: list[_Built], torn_down: list[tuple[str, LoaderCounters]]
+    ) -> None:
+        """Tear down what ``owner`` built, newest first, and note each loader's name and
+        counters in ``torn_down`` (in build order)."""
         pending_timeout = self.pending_bound
         try:
-            for recipe, instance, exit_ in built:
+            for recipe, instance, exit_ in reversed(built):
                 if recipe.is_loader:
+                    instance._scope_owner = None  # a kept loader must not keep its container
+                    name = instance.name  # loader_name(), inline
+                    torn_down.append(
+                        (name if name is not None else type(instance).__name__, instance._counters)
+                    )
                     try:
                         DataLoader.close(instance, _CLOSED_REASON)
                     except Exception as failure:
@@ -852,7 +878,11 @@ class _Teardown:
                     ):
                         await self._cancel_pending(recipe, instance, pending_timeout)
                     try:
-                        instance.clear_all()
+                        if not recipe.own_clear_all:
+                            if instance._caching:  # DataLoader.clear_all(), inline
+                                instance._cache.clear()
+                        else:
+                            instance.clear_all()
                     except Exception as failure:
                         self._failed(recipe, instance, "clear_all", failure)
                     if recipe.has_aclose:
@@ -860,10 +890,14 @@ class _Teardown:
                         if drive is not None:
                             await self._finish(recipe, instance, "aclose", drive)
                 elif exit_ is not None:
+                    key = id(instance)  # a resource with a cleanup: in _owners (see _accept)
+                    if _owners.get(key) is owner:
+                        del _owners[key]
                     drive = self._start(recipe, instance, "cleanup", exit_=exit_)
                     if drive is not None:
                         await self._finish(recipe, instance, "cleanup", drive)
         finally:
+            torn_down.reverse()
             if self.shield is not None:
                 self.shield.__exit__(None, None, None)
         if self.escaped is not None and self.error is None:
@@ -967,6 +1001,9 @@ class _Drive:
 
     def __await__(self) -> Generator[Any, None, object]:
         teardown, coro, loop = self.teardown, self.coro, self.teardown.loop
+        if loop is None:
+            loop = teardown.loop = asyncio.get_running_loop()
+            teardown.deadline += loop.time()  # it held the timeout until now
         if teardown.shield is None:
             # anyio re-delivers its cancellation at every await until the scope is left.
             teardown.shield = anyio.CancelScope(shield=True).__enter__()
@@ -1089,12 +1126,11 @@ class LoaderMiddleware:
         # A nested LoaderMiddleware (e.g. around a mounted GraphQL app) hands the outer
         # container back when it is done.
         outer = scope.get(_SCOPE_KEY)
-        previous = _current.get()
         scope[_SCOPE_KEY] = slot
         token = _current.set(slot)
         try:
             if kind == "http":
-                send = _send_outside(send, previous)
+                send = _send_outside(send)
                 if self.server_timing:
                     send = _send_with_server_timing(send, slot)
             await self.app(scope, receive, send)
@@ -1123,21 +1159,22 @@ class LoaderMiddleware:
         return loaders
 
 
-def _send_outside(send: Send, previous: list[Any] | None) -> Send:
-    """The server's ``send``, with the final body message sent outside the request's context:
+def _send_outside(send: Send) -> Send:
+    """The server's ``send``, with the final body message sent outside any request's context:
     a server may start the next pipelined request's task inside it (uvicorn does), and that
-    task must not inherit this request's container. A plain call for every other message."""
+    task must not inherit this request's container (nor an enclosing one's). A plain call
+    for every other message."""
 
     def send_outside(message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.body" and not message.get("more_body", False):
-            return _send_in_context(send, message, previous)
+            return _send_outside_context(send, message)
         return send(message)
 
     return send_outside
 
 
-async def _send_in_context(send: Send, message: Message, slot: list[Any] | None) -> None:
-    token = _current.set(slot)
+async def _send_outside_context(send: Send, message: Message) -> None:
+    token = _current.set(None)
     try:
         await send(message)
     finally:

@@ -113,9 +113,13 @@ class DataLoader(Generic[K, V]):
         name: str | None = None
         batch_load_fn: BatchLoadFn[K, V]
         _observers: tuple[observe.LoaderObserver, ...]
+        _scope_owner: Any
     # Observers attached by observe() (aiodataloader.observe); none by default. Not
     # annotated at run time (see above).
     _observers = ()
+    # The request scope (aiodataloader.asgi.Loaders) that built this loader, if one did: a
+    # factory that hands one loader to two live requests is refused. Set by that scope only.
+    _scope_owner = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -466,8 +470,9 @@ class DataLoader(Generic[K, V]):
         ``RuntimeError`` that names this loader and ``reason`` (for instance "its request
         has ended"). Loads made before keep their batch: ``cancel_pending()`` cancels them.
         The hot paths stay free of any check: load() meets the refusal in its first step."""
-        self._closed = _Closed(self._label(), reason)
-        self._options_changed()
+        closed = self._closed = _Closed(type(self), self.name, reason)
+        # load()'s first step, as _set_first_step() would set it: a closed loader's wins.
+        self._fast_lookup = closed
 
     async def cancel_pending(self, timeout: float | None = None) -> None:
         """Cancel every load that has not completed (queued or in flight) and wait for the
@@ -1130,16 +1135,22 @@ class _ObservedLoad:
 
 
 class _Closed:
-    """A closed loader's first step of load(): it raises. It holds the message only, not
-    the loader, so a closed loader is freed as soon as it is dropped."""
+    """A closed loader's first step of load(): it raises. It holds what its message needs,
+    not the loader, so a closed loader is freed as soon as it is dropped; the message is
+    made when it is raised (every request's teardown closes loaders, few are used after)."""
 
-    __slots__ = ("message",)
+    __slots__ = ("cls", "name", "reason")
 
-    def __init__(self, label: str, reason: str | None) -> None:
-        self.message = f"{label} is closed" + (f": {reason}" if reason else "")
+    def __init__(self, cls: type[Any], name: str | None, reason: str | None) -> None:
+        self.cls = cls
+        self.name = name
+        self.reason = reason
 
     def error(self, method: str) -> RuntimeError:
-        return RuntimeError(f"{self.message}; {method}() can no longer be called on it")
+        # The loader's _label(), from what was kept of it.
+        label = f"{self.cls.__name__}(name={self.name!r})"
+        because = f": {self.reason}" if self.reason else ""
+        return RuntimeError(f"{label} is closed{because}; {method}() can no longer be called on it")
 
     def __call__(self, key: object) -> None:
         raise self.error("load")

@@ -431,6 +431,37 @@ async def test_a_factory_that_asks_for_its_own_class_is_a_clear_error() -> None:
         await Loaders(registry=registry).aget(Session)
 
 
+async def test_a_factory_that_asks_for_its_own_class_after_waiting_is_a_clear_error() -> None:
+    # Every factory shape; each suspends first, so the question comes from a resumed build.
+    async def coroutine(scope: Loaders) -> Session:
+        await asyncio.sleep(0)
+        return await scope.aget(Session)
+
+    async def generator(scope: Loaders) -> AsyncIterator[Session]:
+        await asyncio.sleep(0)
+        yield await scope.aget(Session)
+
+    class Entering:
+        def __init__(self, scope: Loaders) -> None:
+            self.scope = scope
+
+        async def __aenter__(self) -> Session:
+            await asyncio.sleep(0)
+            return await self.scope.aget(Session)
+
+        async def __aexit__(self, *exc_info: object) -> None:
+            pass
+
+    for factory in (coroutine, generator, Entering):
+        registry = LoaderRegistry()
+        registry.register(Session, factory)
+        with pytest.raises(
+            RuntimeError, match=r"Session is being built already: its factory asked for it"
+        ):
+            with anyio.fail_after(5):  # never a hang
+                await Loaders(registry=registry).aget(Session)
+
+
 async def test_concurrent_aget_of_one_class_builds_it_once() -> None:
     built: list[Session] = []
     release = asyncio.Event()
