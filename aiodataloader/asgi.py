@@ -542,9 +542,10 @@ class Loaders:
             # The build, inline (not a coroutine of its own: it runs once per class and request).
             call_bare = recipe.call_bare
             value: Any = call_bare() if call_bare is not None else recipe.call(self)
-            if type(value) is CoroutineType or (
-                not isinstance(value, cls) and _is_awaitable(value)
-            ):
+            if type(value) is CoroutineType:  # an async def factory: the common case
+                building[cls] = value
+                value = await value
+            elif not isinstance(value, cls) and _is_awaitable(value):
                 building[cls] = _builder(value)
                 value = await value
             exit_: Any = None
@@ -1151,13 +1152,6 @@ class LoaderMiddleware:
             if outer is not None:
                 scope[_SCOPE_KEY] = outer
 
-    def _container(self, scope: Scope) -> Loaders:
-        loaders = Loaders.__new__(Loaders)
-        loaders.registry = self.registry
-        loaders.teardown_timeout = self.teardown_timeout
-        loaders._scope = scope
-        return loaders
-
 
 def _send_outside(send: Send) -> Send:
     """The server's ``send``, with the final body message sent outside any request's context:
@@ -1199,7 +1193,11 @@ def _open(slot: list[Any]) -> Loaders:
                 "the request of this context has ended and its Loaders was torn down; "
                 "loaders and resources must not outlive the request that built them"
             )
-        loaders = slot[_CONTAINER_BUILT] = middleware._container(slot[_ASGI_SCOPE])
+        # LoaderMiddleware's container, inline: the class defaults cover every other field.
+        loaders = slot[_CONTAINER_BUILT] = Loaders.__new__(Loaders)
+        loaders.registry = middleware.registry
+        loaders.teardown_timeout = middleware.teardown_timeout
+        loaders._scope = slot[_ASGI_SCOPE]
     return loaders
 
 
