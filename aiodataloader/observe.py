@@ -336,7 +336,7 @@ def remove_global_observer(observer: LoaderObserver) -> None:
 _reported: dict[tuple[int, str], object] = {}
 
 
-def _failed(observer: object, hook: str) -> None:
+def hook_failed(observer: object, hook: str) -> None:
     key = (id(observer), hook)
     if key in _reported:
         return
@@ -374,7 +374,7 @@ def batch_started(
         try:
             observer.on_batch_start(batch)
         except Exception:
-            _failed(observer, "on_batch_start")
+            hook_failed(observer, "on_batch_start")
     return batch
 
 
@@ -389,12 +389,4 @@ def batch_ended(
         try:
             observer.on_batch_end(batch)
         except Exception:
-            _failed(observer, "on_batch_end")
-
-
-def cache_hit(observers: Sequence[LoaderObserver], loader: DataLoader[Any, Any], key: Any) -> None:
-    for observer in observers:
-        try:
-            observer.on_cache_hit(loader, key)
-        except Exception:
-            _failed(observer, "on_cache_hit")
+            hook_failed(observer, "on_batch_end")
