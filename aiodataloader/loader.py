@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from . import _checks as checks
 from . import observe
-from .observe import GLOBAL_OBSERVERS
+from .observe import GLOBAL_HIT_OBSERVERS, GLOBAL_OBSERVERS
 from .value_cache import ValueCache, ValueCacheFlow
 
 K = TypeVar("K")
@@ -114,9 +114,11 @@ class DataLoader(Generic[K, V]):
         name: str | None = None
         batch_load_fn: BatchLoadFn[K, V]
         _observers: tuple[observe.LoaderObserver, ...]
-    # Observers attached by observe() (aiodataloader.observe); none by default. Not
-    # annotated at run time (see above).
+        _hit_observers: tuple[observe.LoaderObserver, ...]
+    # Observers attached by observe() (aiodataloader.observe), and those of them with an
+    # on_cache_hit of their own; none by default. Not annotated at run time (see above).
     _observers = ()
+    _hit_observers = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -284,14 +286,14 @@ class DataLoader(Generic[K, V]):
         )
         if self._counters.hits_counted:
             # An observed loader counts hits and keeps its callers' contexts: on its own
-            # fast path (_ObservedLookup), which a loader that nobody observes never takes,
+            # fast path (_observed_lookup), which a loader that nobody observes never takes,
             # and on its own checked path.
             if getattr(self, "_callers", None) is None:  # kept when an option changes
                 self._callers: dict[Future[V], Context] = {}
                 self._caller_batch: _Batch | None = None
                 self._caller_task: object = None
             if fast:
-                self._cache_get = _ObservedLookup(self)
+                self._cache_get = _observed_lookup(self)
             self._load_with_cache_key = _ObservedLoad(self)  # type: ignore[method-assign]
         self._set_first_step()
 
@@ -1140,47 +1142,65 @@ class _ObservedLoad:
         return loader._load_observed(key)
 
 
-class _ObservedLookup:
+def _observed_lookup(loader: DataLoader[Any, Any]) -> Callable[[Any], Future[Any] | None]:
     """load()'s first step on an observed loader whose keys are their own cache keys in
-    its own dict, in place of the dict's get: a hit is counted and told to the observers;
-    a miss joins the open batch here, with its caller's context kept for the batch's
-    observers, and the future goes back to load() as if it were a hit. What the fast path
-    leaves to the checked one, this does too: a None key (load() raises for it), a
-    cancelled future (reloaded by _load_observed). It holds the loader weakly, so that an
-    observed loader is still freed as soon as it is dropped."""
+    its own dict, in place of the dict's get: a hit is counted and told to the observers
+    that want hits; a miss joins the open batch here, with its caller's context kept for
+    the batch's observers, and its future goes back to load() as if it were a hit. What
+    the fast path leaves to the checked one, this does too: a None key (load() raises for
+    it), a cancelled future (reloaded by _load_observed).
 
-    __slots__ = ("cache", "loader")
+    A closure, not an object with ``__call__``: calling it costs less. It holds the loader
+    weakly, so that an observed loader is still freed as soon as it is dropped; it is made
+    anew whenever the loader's options or observers change (_options_changed)."""
+    get = loader._cache.get
+    cache = cast("dict[Any, Future[Any]]", loader._cache)  # its own dict
+    counters = loader._counters
+    callers = loader._callers
+    own_hit_observers = loader._hit_observers
+    loader_ref = weakref.ref(loader)
 
-    def __init__(self, loader: DataLoader[Any, Any]) -> None:
-        self.loader = weakref.ref(loader)
-        self.cache = cast("dict[Any, Future[Any]]", loader._cache)  # its own dict
-
-    def __call__(self, key: Any) -> Future[Any] | None:
-        future = self.cache.get(key)  # an unhashable key raises: load() reports it
-        loader = cast("DataLoader[Any, Any]", self.loader())  # alive: load() holds it
+    def lookup(key: Any) -> Future[Any] | None:
+        future = get(key)  # an unhashable key raises: load() reports it
         if future is not None:
             if future.cancelled():
-                return loader._load_observed(key)
-            loader._counters.cache_hits += 1
-            _tell_cache_hit(loader, key)
+                return cast("DataLoader[Any, Any]", loader_ref())._load_observed(key)
+            counters.cache_hits += 1
+            if own_hit_observers or GLOBAL_HIT_OBSERVERS:
+                # _tell_cache_hit, inlined: this runs once per hit.
+                loader = cast("DataLoader[Any, Any]", loader_ref())  # alive: load() holds it
+                for observer in (*own_hit_observers, *GLOBAL_HIT_OBSERVERS):
+                    try:
+                        observer.on_cache_hit(loader, key)
+                    except Exception:
+                        observe.hook_failed(observer, "on_cache_hit")
             return future
         if key is None:
             return None  # never cached in its own dict: load() raises its error
+        loader = cast("DataLoader[Any, Any]", loader_ref())
         # load()'s miss, inlined.
         batch = loader._batch
         if batch is None or not batch.loop.is_running():
             batch = loader._current_batch()
-        future = batch.loop.create_future()
-        self.cache[key] = future
+        loop = batch.loop
+        future = loop.create_future()
+        cache[key] = future
         batch.keys.append(key)
         batch.futures.append(future)
-        loader._note_caller(batch, future)
+        # _note_caller, inlined.
+        task = _task_on(loop)
+        if batch is not loader._caller_batch or task is not loader._caller_task:
+            loader._caller_batch, loader._caller_task = batch, task
+            callers[future] = copy_context()
         return future
+
+    return lookup
 
 
 def _tell_cache_hit(loader: DataLoader[Any, Any], key: Any) -> None:
-    """Each observer's ``on_cache_hit``: the loader's own observers, then the global ones."""
-    for observer in (*loader._observers, *GLOBAL_OBSERVERS):
+    """Each observer's ``on_cache_hit``: the loader's own observers, then the global ones
+    (those that do not override it, whose hook does nothing, are not called)."""
+    for observer in (*loader._hit_observers, *GLOBAL_HIT_OBSERVERS):
         try:
             observer.on_cache_hit(loader, key)
         except Exception:
