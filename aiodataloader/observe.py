@@ -377,12 +377,16 @@ def batch_started(
     callers: dict[Future[Any], Context] | None,
 ) -> BatchInfo:
     """The batch's ``BatchInfo``, after each observer's ``on_batch_start``. ``callers`` maps
-    the future of each observed miss to its caller's context: taken out for this batch."""
-    contexts = []
+    the future of each observed miss to its caller's context (one per task and batch, so
+    far fewer than the futures): those of this batch are taken out, in load order, and so
+    are those of loads settled without a batch (by a shared value cache, or cancelled
+    before dispatch), which no batch will take."""
+    contexts: list[Context] = []
     if callers:
-        for future in futures:
-            context = callers.pop(future, None)
-            if context is not None:
+        members = set(futures)
+        for future in [f for f in callers if f in members or f.done()]:
+            context = callers.pop(future)
+            if future in members:
                 contexts.append(context)
     batch = BatchInfo(loader, loader_name(loader), keys, contexts, perf_counter())
     batch._observers = observers
