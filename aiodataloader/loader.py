@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import sys
 import types
 import warnings
 import weakref
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from . import _checks as checks
 from . import observe
-from .observe import GLOBAL_OBSERVERS
+from .observe import GLOBAL_HIT_OBSERVERS, GLOBAL_OBSERVERS
 from .value_cache import ValueCache, ValueCacheFlow
 
 K = TypeVar("K")
@@ -113,10 +114,12 @@ class DataLoader(Generic[K, V]):
         name: str | None = None
         batch_load_fn: BatchLoadFn[K, V]
         _observers: tuple[observe.LoaderObserver, ...]
+        _hit_observers: tuple[observe.LoaderObserver, ...]
         _scope_owner: Any
-    # Observers attached by observe() (aiodataloader.observe); none by default. Not
-    # annotated at run time (see above).
+    # Observers attached by observe() (aiodataloader.observe), and those of them with an
+    # on_cache_hit of their own; none by default. Not annotated at run time (see above).
     _observers = ()
+    _hit_observers = ()
     # The request scope (aiodataloader.asgi.Loaders) that built this loader, if one did: a
     # factory that hands one loader to two live requests is refused. Set by that scope only.
     _scope_owner = None
@@ -281,18 +284,20 @@ class DataLoader(Generic[K, V]):
         # When keys are their own cache keys in the loader's own dict (where None is never
         # a key, so load() can skip that check), a hit costs one call of the dict's get.
         own_dict = not self._user_cache_map
-        observed = self._counters.hits_counted
-        fast = self._caching and self._key_fn is None and own_dict and not observed
+        fast = self._caching and self._key_fn is None and own_dict
         self._cache_get: Callable[[Any], Future[V] | None] | None = (
             self._cache.get if fast else None
         )
-        if observed:
-            # Observers see hits and callers on the checked path, which a loader that
-            # nobody observes does not take.
+        if self._counters.hits_counted:
+            # An observed loader counts hits and keeps its callers' contexts: on its own
+            # fast path (_observed_lookup), which a loader that nobody observes never takes,
+            # and on its own checked path.
             if getattr(self, "_callers", None) is None:  # kept when an option changes
                 self._callers: dict[Future[V], Context] = {}
                 self._caller_batch: _Batch | None = None
-                self._caller_task: asyncio.Task[Any] | None = None
+                self._caller_task: object = None
+            if fast:
+                self._cache_get = _observed_lookup(self)
             self._load_with_cache_key = _ObservedLoad(self)  # type: ignore[method-assign]
         self._set_first_step()
 
@@ -553,9 +558,10 @@ class DataLoader(Generic[K, V]):
         return future
 
     def _load_observed(self, key: K) -> Future[V]:
-        """load() of an observed loader: the checked path, after a look at the cache that
-        tells a hit (counted and told to the observers) from a miss (whose caller's context
-        is kept for the batch's observers). A key function runs twice here."""
+        """load() of an observed loader on the checked path (a key function, the user's
+        cache map, the cache off, a batch function's own loads, a cancelled future): a look
+        at the cache tells a hit (counted and told to the observers) from a miss (whose
+        caller's context is kept for the batch's observers). A key function runs twice."""
         hit = False
         if self._caching and key is not None:
             try:
@@ -566,16 +572,23 @@ class DataLoader(Generic[K, V]):
         future = DataLoader._load_with_cache_key(self, key)
         if hit:
             self._counters.cache_hits += 1
-            observe.cache_hit(observe.observers_of(self), self, key)
+            _tell_cache_hit(self, key)
             return future
-        # One context per task and batch: the loads a task makes in one tick share their
-        # caller (its current span, say), and a batch's observers get each caller once.
-        task = asyncio.current_task()
         batch = self._batch
-        if batch is None or batch is not self._caller_batch or task is not self._caller_task:
+        if batch is None:  # a batch of its own (batch=False, or a scheduler's)
+            self._callers[future] = copy_context()
+        else:
+            self._note_caller(batch, future)
+        return future
+
+    def _note_caller(self, batch: _Batch, future: Future[V]) -> None:
+        """Keep the context of the caller of a miss for its batch's observers: one context
+        per task and batch (the loads a task makes in one tick share their caller, its
+        current span say), by the task, which costs no Python call to find."""
+        task = _task_on(batch.loop)
+        if batch is not self._caller_batch or task is not self._caller_task:
             self._caller_batch, self._caller_task = batch, task
             self._callers[future] = copy_context()
-        return future
 
     def _refuse_waiting_on_own_batch(self, key: K, future: Future[V]) -> None:
         batch = self._computing
@@ -1132,6 +1145,80 @@ class _ObservedLoad:
         if loader is None:  # cannot happen: the caller of load() holds it
             raise RuntimeError("the loader was freed while loading")
         return loader._load_observed(key)
+
+
+def _observed_lookup(loader: DataLoader[Any, Any]) -> Callable[[Any], Future[Any] | None]:
+    """load()'s first step on an observed loader whose keys are their own cache keys in
+    its own dict, in place of the dict's get: a hit is counted and told to the observers
+    that want hits; a miss joins the open batch here, with its caller's context kept for
+    the batch's observers, and its future goes back to load() as if it were a hit. What
+    the fast path leaves to the checked one, this does too: a None key (load() raises for
+    it), a cancelled future (reloaded by _load_observed).
+
+    A closure, not an object with ``__call__``: calling it costs less. It holds the loader
+    weakly, so that an observed loader is still freed as soon as it is dropped; it is made
+    anew whenever the loader's options or observers change (_options_changed)."""
+    get = loader._cache.get
+    cache = cast("dict[Any, Future[Any]]", loader._cache)  # its own dict
+    counters = loader._counters
+    callers = loader._callers
+    own_hit_observers = loader._hit_observers
+    loader_ref = weakref.ref(loader)
+
+    def lookup(key: Any) -> Future[Any] | None:
+        future = get(key)  # an unhashable key raises: load() reports it
+        if future is not None:
+            if future.cancelled():
+                return cast("DataLoader[Any, Any]", loader_ref())._load_observed(key)
+            counters.cache_hits += 1
+            if own_hit_observers or GLOBAL_HIT_OBSERVERS:
+                # _tell_cache_hit, inlined: this runs once per hit.
+                loader = cast("DataLoader[Any, Any]", loader_ref())  # alive: load() holds it
+                for observer in (*own_hit_observers, *GLOBAL_HIT_OBSERVERS):
+                    try:
+                        observer.on_cache_hit(loader, key)
+                    except Exception:
+                        observe.hook_failed(observer, "on_cache_hit")
+            return future
+        if key is None:
+            return None  # never cached in its own dict: load() raises its error
+        loader = cast("DataLoader[Any, Any]", loader_ref())
+        # load()'s miss, inlined.
+        batch = loader._batch
+        if batch is None or not batch.loop.is_running():
+            batch = loader._current_batch()
+        loop = batch.loop
+        future = loop.create_future()
+        cache[key] = future
+        batch.keys.append(key)
+        batch.futures.append(future)
+        # _note_caller, inlined.
+        task = _task_on(loop)
+        if batch is not loader._caller_batch or task is not loader._caller_task:
+            loader._caller_batch, loader._caller_task = batch, task
+            callers[future] = copy_context()
+        return future
+
+    return lookup
+
+
+def _tell_cache_hit(loader: DataLoader[Any, Any], key: Any) -> None:
+    """Each observer's ``on_cache_hit``: the loader's own observers, then the global ones
+    (those that do not override it, whose hook does nothing, are not called)."""
+    for observer in (*loader._hit_observers, *GLOBAL_HIT_OBSERVERS):
+        try:
+            observer.on_cache_hit(loader, key)
+        except Exception:
+            observe.hook_failed(observer, "on_cache_hit")
+
+
+if sys.version_info >= (3, 12):
+    # In C from 3.12 on.
+    _task_on: Callable[[AbstractEventLoop], object] = asyncio.current_task
+else:  # pragma: no cover - older Pythons
+    # asyncio.current_task(loop) is a Python function that reads this dict: read it directly
+    # (the versions before 3.12 are released, and this never changes in them).
+    _task_on = asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
 
 
 class _Closed:

@@ -252,7 +252,8 @@ class LoaderObserver(Protocol):
     nothing by default), or write any class with these three methods.
 
     Hooks run synchronously in the event loop: keep them short, and hand slow work (an
-    exporter) to a background thread or a batching processor.
+    exporter) to a background thread or a batching processor. An observer whose class
+    does not override ``on_cache_hit`` costs nothing per hit: the loaders skip it.
     """
 
     def on_batch_start(self, batch: BatchInfo) -> None:
@@ -277,6 +278,15 @@ _HOOKS = ("on_batch_start", "on_batch_end", "on_cache_hit")
 #: this very list). Loaders built while one is attached count cache hits and record their
 #: callers; every loader calls them at each batch.
 GLOBAL_OBSERVERS: list[LoaderObserver] = []
+#: Those of them whose ``on_cache_hit`` is their own: the default does nothing, and the core
+#: calls only these on a hit (which is far more frequent than a batch).
+GLOBAL_HIT_OBSERVERS: list[LoaderObserver] = []
+
+
+def wants_hits(observer: LoaderObserver) -> bool:
+    """Whether ``observer`` has an ``on_cache_hit`` of its own (checked when attached)."""
+    hook = getattr(observer, "on_cache_hit", None)
+    return getattr(hook, "__func__", hook) is not LoaderObserver.on_cache_hit
 
 
 def loader_name(loader: DataLoader[Any, Any]) -> str:
@@ -307,6 +317,8 @@ def observe(loader: LoaderT, observer: LoaderObserver) -> LoaderT:
         raise TypeError(f"observe() expects a DataLoader; got {type(loader).__name__}")
     observer = checked_observer(observer, f"observe({loader._label()})")
     loader._observers = (*loader._observers, observer)
+    if wants_hits(observer):
+        loader._hit_observers = (*loader._hit_observers, observer)
     loader._counters.hits_counted = True
     loader._options_changed()
     return loader
@@ -317,6 +329,8 @@ def add_global_observer(observer: LoaderObserver) -> None:
     on; hits and callers are recorded by the loaders built from now on."""
     observer = checked_observer(observer, "add_global_observer()")
     GLOBAL_OBSERVERS.append(observer)
+    if wants_hits(observer):
+        GLOBAL_HIT_OBSERVERS.append(observer)
 
 
 def remove_global_observer(observer: LoaderObserver) -> None:
@@ -327,6 +341,8 @@ def remove_global_observer(observer: LoaderObserver) -> None:
         raise ValueError(
             f"remove_global_observer(): {observer!r} is not a global observer"
         ) from None
+    if observer in GLOBAL_HIT_OBSERVERS:
+        GLOBAL_HIT_OBSERVERS.remove(observer)
 
 
 # -- called by the core ------------------------------------------------------------------
@@ -336,7 +352,7 @@ def remove_global_observer(observer: LoaderObserver) -> None:
 _reported: dict[tuple[int, str], object] = {}
 
 
-def _failed(observer: object, hook: str) -> None:
+def hook_failed(observer: object, hook: str) -> None:
     key = (id(observer), hook)
     if key in _reported:
         return
@@ -361,12 +377,16 @@ def batch_started(
     callers: dict[Future[Any], Context] | None,
 ) -> BatchInfo:
     """The batch's ``BatchInfo``, after each observer's ``on_batch_start``. ``callers`` maps
-    the future of each observed miss to its caller's context: taken out for this batch."""
-    contexts = []
+    the future of each observed miss to its caller's context (one per task and batch, so
+    far fewer than the futures): those of this batch are taken out, in load order, and so
+    are those of loads settled without a batch (by a shared value cache, or cancelled
+    before dispatch), which no batch will take."""
+    contexts: list[Context] = []
     if callers:
-        for future in futures:
-            context = callers.pop(future, None)
-            if context is not None:
+        members = set(futures)
+        for future in [f for f in callers if f in members or f.done()]:
+            context = callers.pop(future)
+            if future in members:
                 contexts.append(context)
     batch = BatchInfo(loader, loader_name(loader), keys, contexts, perf_counter())
     batch._observers = observers
@@ -374,7 +394,7 @@ def batch_started(
         try:
             observer.on_batch_start(batch)
         except Exception:
-            _failed(observer, "on_batch_start")
+            hook_failed(observer, "on_batch_start")
     return batch
 
 
@@ -389,12 +409,4 @@ def batch_ended(
         try:
             observer.on_batch_end(batch)
         except Exception:
-            _failed(observer, "on_batch_end")
-
-
-def cache_hit(observers: Sequence[LoaderObserver], loader: DataLoader[Any, Any], key: Any) -> None:
-    for observer in observers:
-        try:
-            observer.on_cache_hit(loader, key)
-        except Exception:
-            _failed(observer, "on_cache_hit")
+            hook_failed(observer, "on_batch_end")

@@ -139,6 +139,8 @@ class OpenTelemetryObserver(LoaderObserver):
         )
         # {graphql.dataloader.name: name} per loader name, made once.
         self._name_attributes: dict[str, dict[str, Any]] = {}
+        # The span name of each loader name, made once.
+        self._span_names: dict[str, str] = {}
         # The span of each batch in flight, and the token that made it current.
         self._spans: dict[BatchInfo, tuple[trace.Span, object]] = {}
 
@@ -150,8 +152,11 @@ class OpenTelemetryObserver(LoaderObserver):
         }
         if self.record_keys:
             attributes[BATCH_KEYS] = [str(key) for key in batch.keys[: self.max_keys]]
+        name = self._span_names.get(batch.name)
+        if name is None:
+            name = self._span_names[batch.name] = f"{SPAN_NAME} {batch.name}"
         span = self._tracer.start_span(
-            f"{SPAN_NAME} {batch.name}",
+            name,
             kind=SpanKind.INTERNAL,
             attributes=attributes,
             links=self._links(batch.callers),
@@ -202,24 +207,35 @@ class OpenTelemetryObserver(LoaderObserver):
 
     def _links(self, callers: Sequence[Context]) -> list[Link]:
         links: list[Link] = []
-        seen_contexts: set[int] = set()
-        seen_spans: set[int] = set()
-        for caller in callers:
-            if len(links) >= self.max_links:
-                break
-            if _OTEL_CONTEXT is not None:
-                # Most loads of a batch come from a few spans: skip a context seen already.
-                otel_context_of_caller = caller.get(_OTEL_CONTEXT)
-                if id(otel_context_of_caller) in seen_contexts:
+        max_links = self.max_links
+        if not callers or not max_links:
+            return links
+        var = _OTEL_CONTEXT
+        if var is not None:
+            # Each caller's OpenTelemetry context, read straight from its context, once per
+            # distinct one: most loads of a batch come from a few spans, often one.
+            spans = []
+            last: object = None
+            seen: set[int] = set()
+            for caller in callers:
+                otel_context_of_caller = caller.get(var)
+                if otel_context_of_caller is last:
                     continue
-                seen_contexts.add(id(otel_context_of_caller))
-                span = trace.get_current_span(otel_context_of_caller)
-            else:
-                span = caller.run(trace.get_current_span)
+                last = otel_context_of_caller
+                if otel_context_of_caller is None or id(otel_context_of_caller) in seen:
+                    continue
+                seen.add(id(otel_context_of_caller))
+                spans.append(trace.get_current_span(otel_context_of_caller))
+        else:
+            spans = [caller.run(trace.get_current_span) for caller in callers]
+        seen_spans: set[int] = set()
+        for span in spans:
             span_context = span.get_span_context()
             if span_context.is_valid and span_context.span_id not in seen_spans:
                 seen_spans.add(span_context.span_id)
                 links.append(Link(span_context))
+                if len(links) >= max_links:
+                    break
         return links
 
 

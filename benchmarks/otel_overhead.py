@@ -1,11 +1,13 @@
 """What OpenTelemetry costs the blog example on uvicorn: latency p50, interleaved.
 
-Three uvicorn servers (child processes) run the same blog app:
+Four uvicorn servers (child processes) run the same blog app:
 
 - ``plain``: no OpenTelemetry;
 - ``asgi``: the SDK and ``opentelemetry-instrumentation-asgi`` (a server span per request);
 - ``asgi + loaders``: the same, plus ``aiodataloader.otel.OpenTelemetryObserver`` (a span per
-  batch with links, and the batch and cache metrics).
+  batch with links, and the batch and cache metrics);
+- ``asgi + spans``: the same observer with ``meter_provider=NoOpMeterProvider()``: its spans
+  only.
 
 Spans go through a ``BatchSpanProcessor`` to an exporter that drops them (the cost measured
 is the app's, not an exporter's), metrics to an in-memory reader. One client sends
@@ -15,7 +17,7 @@ used per request (all its threads; read from the server before and after the tim
 and the ratios: of the p50s, the median of the per-round ratios, and of the CPU times. On a
 machine shared with other work, the CPU time is the steadiest of them.
 
-    python benchmarks/otel_overhead.py              # 600 rounds, about a minute
+    python benchmarks/otel_overhead.py              # 600 rounds, about a minute and a half
     python benchmarks/otel_overhead.py --quick      # 60 rounds
 """
 
@@ -41,7 +43,7 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-VARIANTS = ("plain", "asgi", "asgi + loaders")
+VARIANTS = ("plain", "asgi", "asgi + loaders", "asgi + spans")
 PATH = "/posts?limit=20"
 CPU_PATH = "/__cpu_seconds"  # answered by the benchmark's wrapper, not by the app
 
@@ -50,6 +52,7 @@ def serve(variant: str, port: int) -> None:
     """The server process of one variant."""
     import uvicorn
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.metrics import NoOpMeterProvider
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -80,6 +83,12 @@ def serve(variant: str, port: int) -> None:
             add_global_observer(
                 OpenTelemetryObserver(
                     tracer_provider=tracer_provider, meter_provider=meter_provider
+                )
+            )
+        elif variant == "asgi + spans":
+            add_global_observer(
+                OpenTelemetryObserver(
+                    tracer_provider=tracer_provider, meter_provider=NoOpMeterProvider()
                 )
             )
 
@@ -193,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     ratios = {}
     for label, on, off in (
         ("loader spans and metrics on / off (both with ASGI)", "asgi + loaders", "asgi"),
+        ("loader spans only on / off (both with ASGI)", "asgi + spans", "asgi"),
         ("all OpenTelemetry on / off", "asgi + loaders", "plain"),
     ):
         pairs = zip(latencies[on], latencies[off], strict=True)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sys
+import types
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -279,3 +282,96 @@ async def test_a_task_is_one_caller_of_a_batch() -> None:
     assert [caller.get(request_id) for caller in first.callers] == ["the endpoint"]
     assert [caller.get(request_id) for caller in second.callers] == ["the endpoint"]
     assert (first.size, second.size) == (3, 2)
+
+
+async def test_an_observed_loader_refuses_bad_keys_as_any_loader_does() -> None:
+    loader = observe(DataLoader(double, name="Doubles"), Recording())
+    with pytest.raises(TypeError, match=r"^The loader\.load\(\) function must be called with a"):
+        loader.load(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"the cache key must be hashable; got \[1\]"):
+        loader.load([1])  # type: ignore[arg-type]
+    assert await loader.load(1) == 2
+
+
+async def test_an_observed_loader_reloads_a_cancelled_key_for_its_new_caller() -> None:
+    observer = Recording()
+    loader = observe(DataLoader(double), observer)
+    loader.load(1).cancel()  # queued, then given up by its caller
+
+    async def resolver(name: str, key: int) -> int:
+        request_id.set(name)
+        return await loader.load(key)
+
+    assert await asyncio.create_task(resolver("b", 1)) == 2
+    (batch,) = observer.batches
+    assert list(batch.keys) == [1]
+    # Not a hit, and only the caller still waiting is a caller of the batch.
+    assert [caller.get(request_id) for caller in batch.callers] == ["b"]
+    assert loader.stats.cache_hits == 0
+
+
+async def test_an_observed_batch_function_that_loads_its_own_key_is_refused() -> None:
+    observer = Recording()
+
+    class SelfLoading(DataLoader[int, int]):
+        async def batch_load_fn(self, keys: list[int]) -> list[int]:
+            return [key if key != 2 else await self.load(2) for key in keys]
+
+    loader = observe(SelfLoading(name="self"), observer)
+    with pytest.raises(RuntimeError, match=r"a key of the very batch it is computing"):
+        await asyncio.wait_for(loader.load_many([1, 2]), 10)
+    assert observer.events[-1] == ("end", "self", 2, "RuntimeError")
+    # The loader stays usable, and observed: a hit is still a hit.
+    assert await loader.load(1) == 1
+    assert await loader.load(1) == 1
+    assert observer.events[-1:] == [("hit", "self", 1)]
+
+
+async def test_an_observed_loader_is_freed_as_soon_as_it_is_dropped() -> None:
+    class CountsHits(LoaderObserver):  # keeps no batch (a BatchInfo holds its loader)
+        hits = 0
+
+        def on_cache_hit(self, loader: DataLoader[Any, Any], key: Any) -> None:
+            self.hits += 1
+
+    counts = CountsHits()
+    loader = observe(DataLoader(double), counts)
+    assert await loader.load_many([1, 2, 1]) == [2, 4, 2]
+    assert counts.hits == 1
+    gone = weakref.ref(loader)
+    del loader
+    assert gone() is None  # no reference cycle: freed without the garbage collector
+
+
+async def test_an_observer_that_keeps_the_default_on_cache_hit_is_not_called_per_hit(
+    global_observer: Recording,
+) -> None:
+    class BatchesOnly(LoaderObserver):
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def on_batch_start(self, batch: BatchInfo) -> None:
+            self.sizes.append(batch.size)
+
+    default_hook = LoaderObserver.on_cache_hit.__code__
+    calls: list[object] = []
+
+    def profile(frame: types.FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code is default_hook:
+            calls.append(frame)
+
+    batches_only = BatchesOnly()
+    loader = observe(DataLoader(double, name="Doubles"), batches_only)
+    sys.setprofile(profile)
+    try:
+        assert await loader.load_many([1, 2, 1, 2]) == [2, 4, 2, 4]
+    finally:
+        sys.setprofile(None)
+    assert calls == []
+    assert batches_only.sizes == [2]
+    # The hits are still counted, and told to the observers that want them.
+    assert loader.stats.cache_hits == 2
+    assert [event for event in global_observer.events if event[0] == "hit"] == [
+        ("hit", "Doubles", 1),
+        ("hit", "Doubles", 2),
+    ]
