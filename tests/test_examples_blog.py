@@ -24,26 +24,16 @@ from examples.blog.db import Database, SeedSize, SharedSession, count_queries
 from examples.blog.loaders import AuthorLoader, CommentsOfPostLoader, SessionLoader, save
 from examples.blog.models import Author, Comment
 
-from .examples_support import needs_blog_dependencies, postgres_database
+from .examples_support import needs_blog_dependencies
 
 pytestmark = [pytest.mark.anyio, needs_blog_dependencies]
 
 SMALL = SeedSize(authors=40, posts=300, comments=3_000)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
-    """None: the example's default, a new SQLite file; else a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield None
-    else:
-        async with postgres_database() as url:
-            yield url
-
-
 @pytest.fixture
-async def app(database_url: str | None) -> AsyncIterator[FastAPI]:
-    app = create_app(database_url, seed_size=SMALL)
+async def app(blog_database_url: str | None) -> AsyncIterator[FastAPI]:
+    app = create_app(blog_database_url, seed_size=SMALL)
     async with app.router.lifespan_context(app):
         yield app
 

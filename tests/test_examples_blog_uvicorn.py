@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,20 +18,11 @@ from demo.report import POSTS_QUERY
 from examples.blog.app import QUERY_COUNT_HEADER, create_app
 from examples.blog.db import Database, SeedSize
 
-from .examples_support import needs_blog_dependencies, postgres_database, uvicorn_server
+from .examples_support import needs_blog_dependencies, uvicorn_server
 
 pytestmark = [pytest.mark.anyio, needs_blog_dependencies]
 
 SMALL = SeedSize(authors=40, posts=300, comments=3_000)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
-    if request.param == "sqlite":
-        yield None
-    else:
-        async with postgres_database() as url:
-            yield url
 
 
 def pool(app: FastAPI) -> QueuePool:
@@ -50,10 +40,12 @@ async def wait_for_idle_pool(app: FastAPI) -> int:
     return pool(app).checkedout()
 
 
-async def test_fifty_concurrent_requests_on_a_pool_of_two(database_url: str | None) -> None:
+async def test_fifty_concurrent_requests_on_a_pool_of_two(blog_database_url: str | None) -> None:
     """Every request uses three loaders (whose batches run concurrently) and one session;
     with two connections for all of them, none may wait for a second connection."""
-    app = create_app(database_url, seed_size=SMALL, pool_size=2, max_overflow=0, pool_timeout=20)
+    app = create_app(
+        blog_database_url, seed_size=SMALL, pool_size=2, max_overflow=0, pool_timeout=20
+    )
     requests: list[tuple[str, str, dict[str, Any]]] = []
     for i in range(50):
         match i % 3:
@@ -92,8 +84,10 @@ HOSTILE = [
 ]
 
 
-async def test_hostile_graphql_is_refused_while_healthz_answers(database_url: str | None) -> None:
-    app = create_app(database_url, seed_size=SMALL)
+async def test_hostile_graphql_is_refused_while_healthz_answers(
+    blog_database_url: str | None,
+) -> None:
+    app = create_app(blog_database_url, seed_size=SMALL)
     async with (
         uvicorn_server(app) as url,
         httpx.AsyncClient(base_url=url, timeout=60) as attacker,
