@@ -63,16 +63,21 @@ def check_batch_load_fn(label: str, fn: object) -> None:
             f"{label}: no batch function: pass batch_load_fn=<async function> or define "
             "'async def batch_load_fn(self, keys)' in a subclass"
         )
-    compat = f"batch_load_fn must be coroutine. Received: {fn}. "
     if not callable(fn):
         raise NotAsyncBatchLoadFnError(
-            f"{compat}{label}: {expected}; got {describe(fn)}, which is not callable"
+            f"{_compat(fn)}{label}: {expected}; got {describe(fn)}, which is not callable"
         )
     if not is_async_callable(fn):
         raise NotAsyncBatchLoadFnError(
-            f"{compat}{label}: {expected}; got {describe(fn)}, which is a regular (sync) "
+            f"{_compat(fn)}{label}: {expected}; got {describe(fn)}, which is a regular (sync) "
             "callable. Define it with 'async def' so it returns an awaitable of the values"
         )
+
+
+def _compat(fn: object) -> str:
+    """0.4.3's sentence, which its users' code may match. Made on error only: formatting a
+    bound method formats its loader, at every construction otherwise."""
+    return f"batch_load_fn must be coroutine. Received: {fn}. "
 
 
 def check_iterable(label: Callable[[], str], method: str, expected: str, value: object) -> None:
