@@ -154,3 +154,13 @@ def test_core_refs_counts_the_instructions_of_the_timed_region() -> None:
     assert len(counts) == 2
     # The same work twice: the counts of the two timed regions agree closely.
     assert abs(counts[0] - counts[1]) < 0.05 * counts[0]
+
+
+def test_guard_tradeoff_counts_hits_while_a_batch_function_is_suspended() -> None:
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed")
+    load_benchmark_module("core_refs")  # guard_tradeoff imports it by name
+    guard_tradeoff = load_benchmark_module("guard_tradeoff")
+    counts = guard_tradeoff.counts(REPOSITORY, "hits-while-suspended")
+    assert len(counts) == 3
+    assert max(counts) - min(counts) < 0.05 * min(counts)
