@@ -447,6 +447,29 @@ async def test_only_the_batch_whose_code_runs_is_refused_its_keys() -> None:
 
 
 @pytest.mark.anyio
+async def test_the_self_wait_guard_works_under_an_eager_task_factory() -> None:
+    """An eager task runs the batch function's first step inside create_task()."""
+    factory = getattr(asyncio, "eager_task_factory", None)
+    if factory is None:
+        pytest.skip("asyncio.eager_task_factory is new in Python 3.12")
+
+    class SelfLoading(DataLoader[int, int]):
+        async def batch_load_fn(self, keys: list[int]) -> list[int]:
+            return [key if key != 2 else await self.load(2) for key in keys]
+
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    loop.set_task_factory(factory)
+    try:
+        loader = SelfLoading()
+        with pytest.raises(RuntimeError, match=SELF_WAIT):
+            await asyncio.wait_for(loader.load_many([1, 2]), 10)
+        assert await asyncio.wait_for(loader.load_many([1, 3]), 10) == [1, 3]
+    finally:
+        loop.set_task_factory(previous)
+
+
+@pytest.mark.anyio
 async def test_loads_of_other_keys_from_a_batch_function_still_work() -> None:
     calls: list[list[int]] = []
 
