@@ -164,3 +164,17 @@ def test_guard_tradeoff_counts_hits_while_a_batch_function_is_suspended() -> Non
     counts = guard_tradeoff.counts(REPOSITORY, "hits-while-suspended")
     assert len(counts) == 3
     assert max(counts) - min(counts) < 0.05 * min(counts)
+
+
+def test_value_cache_off_runs_the_baseline_beside_the_working_tree(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if not (REPOSITORY / ".git").exists():
+        pytest.skip("not a git checkout")
+    load_benchmark_module("core_refs")  # value_cache_off imports it by name
+    value_cache_off = load_benchmark_module("value_cache_off")
+    value_cache_off.main(["--baseline", "HEAD", "--rounds", "1", "--epochs", "1", "--reps", "1"])
+
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split()[1:] == ["HEAD", "tree", "tree/HEAD"]
+    assert len(table) == 2 + len(load_benchmark_module("core_refs").TIMED)
