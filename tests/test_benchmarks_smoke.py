@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,64 @@ def test_http_overhead_benchmark_runs_both_apps_in_process() -> None:
         ("in-process (httpx ASGI)", "three loaders"),
     ]
     assert all(row.with_us > 0 and row.without_us > 0 and row.ratio > 0 for row in rows)
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def test_core_refs_runs_a_git_ref_beside_the_working_tree(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """benchmarks/core_refs.py: HEAD exported and imported by its own worker, its A/A control
+    and the working tree, interleaved; a table with one ratio column per source."""
+    if not (REPOSITORY / ".git").exists():
+        pytest.skip("not a git checkout")
+    core_refs = load_benchmark_module("core_refs")
+    options = ["--refs", "head=HEAD", "--scenarios", "fanout-100,serial-latency", "--aa"]
+    core_refs.main([*options, "--rounds", "2", "--epochs", "1", "--reps", "1", "--clock", "cpu"])
+
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("CPU time")
+    assert table[1].split() == [
+        "scenario",
+        "head",
+        "head(A/A)",
+        "tree",
+        "head(A/A)/head",
+        "tree/head",
+    ]
+    assert [line.split()[0] for line in table[2:]] == ["fanout-100", "serial-latency"]
+
+
+def test_core_refs_counts_the_instructions_of_the_timed_region() -> None:
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed")
+    core_refs = load_benchmark_module("core_refs")
+    counts = core_refs.instructions(REPOSITORY, "fanout-100", 2)
+    assert len(counts) == 2
+    # The same work twice: the counts of the two timed regions agree closely.
+    assert abs(counts[0] - counts[1]) < 0.05 * counts[0]
+
+
+def test_guard_tradeoff_counts_hits_while_a_batch_function_is_suspended() -> None:
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed")
+    load_benchmark_module("core_refs")  # guard_tradeoff imports it by name
+    guard_tradeoff = load_benchmark_module("guard_tradeoff")
+    counts = guard_tradeoff.counts(REPOSITORY, "hits-while-suspended")
+    assert len(counts) == 3
+    assert max(counts) - min(counts) < 0.05 * min(counts)
+
+
+def test_value_cache_off_runs_the_baseline_beside_the_working_tree(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if not (REPOSITORY / ".git").exists():
+        pytest.skip("not a git checkout")
+    load_benchmark_module("core_refs")  # value_cache_off imports it by name
+    value_cache_off = load_benchmark_module("value_cache_off")
+    value_cache_off.main(["--baseline", "HEAD", "--rounds", "1", "--epochs", "1", "--reps", "1"])
+
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split()[1:] == ["HEAD", "tree", "tree/HEAD"]
+    assert len(table) == 2 + len(load_benchmark_module("core_refs").TIMED)

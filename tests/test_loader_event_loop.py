@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import threading
 import warnings
 import weakref
@@ -353,6 +354,119 @@ async def test_a_batch_function_that_loads_its_own_key_is_refused() -> None:
     )
     # The failed batch was evicted; the loader stays usable.
     assert "cached=0" in repr(loader)
+
+
+SELF_WAIT = re.escape(
+    "the batch function loaded 2 (type int), a key of the very batch it is computing; "
+    "awaiting it would wait forever"
+)
+
+
+@pytest.mark.anyio
+async def test_a_batch_function_loading_its_own_key_after_it_suspended_is_refused() -> None:
+    async def fetch(keys: list[int]) -> list[int]:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return [await nested(key) for key in keys]
+
+    async def nested(key: int) -> int:  # code the batch function awaits is its code too
+        await asyncio.sleep(0)
+        return key if key != 2 else await loader.load(2)
+
+    loader = DataLoader(fetch)
+    with pytest.raises(RuntimeError, match=SELF_WAIT):
+        await asyncio.wait_for(loader.load_many([1, 2]), 10)
+    assert await asyncio.wait_for(loader.load(1), 10) == 1  # the fast path is back
+
+
+class SelfLoadingAwaitable:
+    """Not a coroutine: an object whose ``__await__`` is a generator."""
+
+    def __init__(self, loader: DataLoader[int, int], keys: list[int]) -> None:
+        self.loader, self.keys = loader, keys
+
+    def __await__(self) -> Any:
+        yield None  # one suspension first
+        values = []
+        for key in self.keys:
+            values.append(key if key != 2 else (yield from self.loader.load(2).__await__()))
+        return values
+
+
+@pytest.mark.anyio
+async def test_an_awaitable_that_is_not_a_coroutine_loading_its_own_key_is_refused() -> None:
+    import asyncio.coroutines
+
+    def compiled_async(keys: list[int]) -> Any:  # as Cython marks its async def functions
+        return SelfLoadingAwaitable(loader, keys)
+
+    marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+    if marker is None:
+        pytest.skip("this Python has no asyncio coroutine marker")
+    compiled_async._is_coroutine = marker  # type: ignore[attr-defined]
+    loader: DataLoader[int, int] = DataLoader(compiled_async)
+    with pytest.raises(RuntimeError, match=SELF_WAIT):
+        await asyncio.wait_for(loader.load_many([1, 2]), 10)
+
+
+@pytest.mark.anyio
+async def test_only_the_batch_whose_code_runs_is_refused_its_keys() -> None:
+    """Two batches of one loader in progress: the second may wait for a key of the first,
+    which is suspended, and is refused a key of its own; other tasks are refused nothing."""
+    release = asyncio.Event()
+
+    async def fetch(keys: list[int]) -> list[int]:
+        if keys == [1]:
+            await release.wait()
+            return keys
+        # A key of the first batch, suspended meanwhile: waiting for it is fine.
+        waiting = loader.load(1)
+        other.append(asyncio.ensure_future(other_task()))
+        await asyncio.sleep(0)
+        release.set()
+        assert await waiting == 1
+        loader.load(3)  # its own key, after a suspension: refused
+        raise AssertionError("not refused")
+
+    async def other_task() -> list[object]:
+        # Another task hits the keys of both batches in progress: each load just waits.
+        hits = [loader.load(1), loader.load(3)]
+        return await asyncio.gather(*hits, return_exceptions=True)
+
+    other: list[asyncio.Future[list[object]]] = []
+    loader = DataLoader(fetch)
+    first = loader.load(1)
+    await ticks(3)  # the first batch is in flight
+    second = loader.load_many([2, 3])
+    with pytest.raises(RuntimeError, match="a key of the very batch it is computing"):
+        await asyncio.wait_for(second, 10)
+    assert await asyncio.wait_for(first, 10) == 1
+    one, three = await asyncio.wait_for(other[0], 10)
+    assert one == 1
+    assert isinstance(three, RuntimeError)  # the second batch's failure, not a refusal
+
+
+@pytest.mark.anyio
+async def test_the_self_wait_guard_works_under_an_eager_task_factory() -> None:
+    """An eager task runs the batch function's first step inside create_task()."""
+    factory = getattr(asyncio, "eager_task_factory", None)
+    if factory is None:
+        pytest.skip("asyncio.eager_task_factory is new in Python 3.12")
+
+    class SelfLoading(DataLoader[int, int]):
+        async def batch_load_fn(self, keys: list[int]) -> list[int]:
+            return [key if key != 2 else await self.load(2) for key in keys]
+
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    loop.set_task_factory(factory)
+    try:
+        loader = SelfLoading()
+        with pytest.raises(RuntimeError, match=SELF_WAIT):
+            await asyncio.wait_for(loader.load_many([1, 2]), 10)
+        assert await asyncio.wait_for(loader.load_many([1, 3]), 10) == [1, 3]
+    finally:
+        loop.set_task_factory(previous)
 
 
 @pytest.mark.anyio
