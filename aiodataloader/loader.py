@@ -628,6 +628,11 @@ class DataLoader(Generic[K, V]):
             batch.futures.append(future)
         else:
             batch.replace(position, future)
+            callers = getattr(self, "_callers", None)  # set once observed
+            if callers and cancelled in callers:
+                # The caller's context was kept on the load it gave up: its other loads in
+                # this batch (and this one, if it is the same caller) still need it.
+                callers[future] = callers.pop(cancelled)
         return future
 
     def _current_batch(self) -> _Batch:

@@ -310,6 +310,20 @@ async def test_an_observed_loader_reloads_a_cancelled_key_for_its_new_caller() -
     assert loader.stats.cache_hits == 0
 
 
+async def test_a_caller_that_gives_up_a_load_and_makes_it_again_stays_a_caller() -> None:
+    observer = Recording()
+    loader = observe(DataLoader(double), observer)
+    request_id.set("the endpoint")
+    first = loader.load(1)  # the task's first load in this batch: its context is kept here
+    second = loader.load(2)
+    first.cancel()
+    again = loader.load(1)  # takes the cancelled load's place in the batch
+    assert await asyncio.gather(second, again) == [4, 2]
+    (batch,) = observer.batches
+    assert list(batch.keys) == [1, 2]
+    assert [caller.get(request_id) for caller in batch.callers] == ["the endpoint"]
+
+
 async def test_an_observed_batch_function_that_loads_its_own_key_is_refused() -> None:
     observer = Recording()
 
