@@ -318,7 +318,7 @@ async def test_a_caller_that_gives_up_a_load_and_makes_it_again_stays_a_caller()
     second = loader.load(2)
     first.cancel()
     again = loader.load(1)  # takes the cancelled load's place in the batch
-    assert await asyncio.gather(second, again) == [4, 2]
+    assert list(await asyncio.gather(second, again)) == [4, 2]
     (batch,) = observer.batches
     assert list(batch.keys) == [1, 2]
     assert [caller.get(request_id) for caller in batch.callers] == ["the endpoint"]
