@@ -554,8 +554,7 @@ class Loaders:
                 if kind == _ASYNC_CONTEXT:
                     exit_ = type(value).__aexit__.__get__(value)
                     entering = value.__aenter__()
-                    if building[cls] is None:
-                        building[cls] = _builder(entering)
+                    building[cls] = _builder(entering)  # what the build awaits now
                     value = await entering
                 elif kind == _SYNC_CONTEXT:
                     exit_ = type(value).__exit__.__get__(value)
