@@ -17,6 +17,9 @@ function runs with the batch span current, so the spans of its queries nest unde
 The draft defines no DataLoader metrics; the names here are this package's choice, in the
 same namespace (see ``METRICS``).
 
+Each histogram record is made while the batch span is current, so that with the SDK's default
+exemplar filter a histogram's exemplars point at batch spans.
+
 Spans are exported by the SDK's span processor: use ``BatchSpanProcessor`` (not
 ``SimpleSpanProcessor``) in production, so that a slow exporter never blocks the event loop.
 """
@@ -85,7 +88,10 @@ class OpenTelemetryObserver(LoaderObserver):
 
     ``tracer_provider`` and ``meter_provider`` default to the global ones; pass
     ``meter_provider=NoOpMeterProvider()`` for spans only (the two histogram records of a
-    batch cost about as much as its span). ``max_links``
+    batch cost about two thirds as much as its span). The histograms are recorded while the
+    batch span is current: under the SDK's default exemplar filter (``trace_based``) their
+    exemplars point at batch spans; ``MeterProvider(exemplar_filter=AlwaysOffExemplarFilter())``
+    turns exemplars off (for every instrument). ``max_links``
     caps the links to callers' spans (the size attribute still counts every key).
     ``record_keys`` adds up to ``max_keys`` keys, as strings, to each span: off by
     default, since keys may be sensitive or of high cardinality.
