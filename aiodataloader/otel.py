@@ -17,6 +17,9 @@ function runs with the batch span current, so the spans of its queries nest unde
 The draft defines no DataLoader metrics; the names here are this package's choice, in the
 same namespace (see ``METRICS``).
 
+Each histogram record is made while the batch span is current, so that with the SDK's default
+exemplar filter a histogram's exemplars point at batch spans.
+
 Spans are exported by the SDK's span processor: use ``BatchSpanProcessor`` (not
 ``SimpleSpanProcessor``) in production, so that a slow exporter never blocks the event loop.
 """
@@ -85,7 +88,10 @@ class OpenTelemetryObserver(LoaderObserver):
 
     ``tracer_provider`` and ``meter_provider`` default to the global ones; pass
     ``meter_provider=NoOpMeterProvider()`` for spans only (the two histogram records of a
-    batch cost about as much as its span). ``max_links``
+    batch cost about two thirds as much as its span). The histograms are recorded while the
+    batch span is current: under the SDK's default exemplar filter (``trace_based``) their
+    exemplars point at batch spans; ``MeterProvider(exemplar_filter=AlwaysOffExemplarFilter())``
+    turns exemplars off (for every instrument). ``max_links``
     caps the links to callers' spans (the size attribute still counts every key).
     ``record_keys`` adds up to ``max_keys`` keys, as strings, to each span: off by
     default, since keys may be sensitive or of high cardinality.
@@ -137,50 +143,66 @@ class OpenTelemetryObserver(LoaderObserver):
         meter.create_observable_counter(
             name, [self._observe_misses], METRICS[name][1], METRICS[name][2]
         )
-        # {graphql.dataloader.name: name} per loader name, made once.
-        self._name_attributes: dict[str, dict[str, Any]] = {}
-        # The span name of each loader name, made once.
-        self._span_names: dict[str, str] = {}
+        # Per loader name, made once: its span name and its metric attributes (the same
+        # dict at every record).
+        self._names: dict[str, tuple[str, dict[str, Any]]] = {}
         # The span of each batch in flight, and the token that made it current.
         self._spans: dict[BatchInfo, tuple[trace.Span, object]] = {}
 
     def on_batch_start(self, batch: BatchInfo) -> None:
+        name = batch.name
+        names = self._names.get(name)
+        if names is None:
+            names = self._names[name] = (f"{SPAN_NAME} {name}", {DATALOADER_NAME: name})
+        keys = batch.keys
+        # All attributes at the start: the SDK cleans them in one pass (each one set later
+        # costs a lock and a pass of its own), and samplers see them.
         attributes: dict[str, Any] = {
             PROCESSING_TYPE: "dataloader_batch",
-            DATALOADER_NAME: batch.name,
-            BATCH_SIZE: batch.size,
+            DATALOADER_NAME: name,
+            BATCH_SIZE: len(keys),
         }
         if self.record_keys:
-            attributes[BATCH_KEYS] = [str(key) for key in batch.keys[: self.max_keys]]
-        name = self._span_names.get(batch.name)
-        if name is None:
-            name = self._span_names[batch.name] = f"{SPAN_NAME} {batch.name}"
+            attributes[BATCH_KEYS] = [str(key) for key in keys[: self.max_keys]]
+        var = _OTEL_CONTEXT
+        parent = otel_context.get_current() if var is None else var.get()
         span = self._tracer.start_span(
-            name,
-            kind=SpanKind.INTERNAL,
-            attributes=attributes,
-            links=self._links(batch.callers),
+            names[0], parent, SpanKind.INTERNAL, attributes, self._links(batch.callers)
         )
         # Current while the batch function runs, so that its own spans nest under it.
-        token = otel_context.attach(trace.set_span_in_context(span))
+        context = trace.set_span_in_context(span, parent)
+        token = otel_context.attach(context) if var is None else var.set(context)
         self._spans[batch] = (span, token)
 
     def on_batch_end(self, batch: BatchInfo) -> None:
         started = self._spans.pop(batch, None)
+        name = batch.name
+        names = self._names.get(name)
+        if names is None:  # an end without a start: only if on_batch_start failed
+            names = self._names[name] = (f"{SPAN_NAME} {name}", {DATALOADER_NAME: name})
+        name_only = names[1]
+        size = len(batch.keys)
         error = batch.error
-        name_only = self._name_attributes.get(batch.name)
-        if name_only is None:
-            name_only = self._name_attributes[batch.name] = {DATALOADER_NAME: batch.name}
-        self._size.record(batch.size, name_only)
+        # Recorded while the batch span is current: with the SDK's default (trace-based)
+        # exemplar filter, a sampled batch span is the exemplar of its records. (No explicit
+        # context argument: opentelemetry-api 1.27 has none.)
+        self._size.record(size, name_only)
         self._duration.record(
             batch.duration,
             name_only if error is None else {**name_only, ERROR_TYPE: type(error).__qualname__},
         )
-        self._misses[batch.name] = self._misses.get(batch.name, 0) + batch.size
+        self._misses[name] = self._misses.get(name, 0) + size
         if started is None:
             return
         span, token = started
-        otel_context.detach(token)  # type: ignore[arg-type]  # the token attach() returned
+        var = _OTEL_CONTEXT
+        if var is None:
+            otel_context.detach(token)  # type: ignore[arg-type]  # the token attach() returned
+        else:
+            try:
+                var.reset(token)  # type: ignore[arg-type]  # the token var.set() returned
+            except (ValueError, RuntimeError):  # made in another context: the API logs it
+                otel_context.detach(token)  # type: ignore[arg-type]
         if batch.failed_keys:
             span.set_attribute(BATCH_FAILED_KEYS, batch.failed_keys)
         if error is not None:
@@ -205,16 +227,15 @@ class OpenTelemetryObserver(LoaderObserver):
     def _observe_misses(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {DATALOADER_NAME: name}) for name, n in list(self._misses.items())]
 
-    def _links(self, callers: Sequence[Context]) -> list[Link]:
-        links: list[Link] = []
+    def _links(self, callers: Sequence[Context]) -> Sequence[Link]:
         max_links = self.max_links
         if not callers or not max_links:
-            return links
+            return ()
         var = _OTEL_CONTEXT
         if var is not None:
             # Each caller's OpenTelemetry context, read straight from its context, once per
             # distinct one: most loads of a batch come from a few spans, often one.
-            spans = []
+            spans: list[trace.Span] = []
             last: object = None
             seen: set[int] = set()
             for caller in callers:
@@ -228,6 +249,10 @@ class OpenTelemetryObserver(LoaderObserver):
                 spans.append(trace.get_current_span(otel_context_of_caller))
         else:
             spans = [caller.run(trace.get_current_span) for caller in callers]
+        if len(spans) == 1:
+            span_context = spans[0].get_span_context()
+            return (Link(span_context),) if span_context.is_valid else ()
+        links: list[Link] = []
         seen_spans: set[int] = set()
         for span in spans:
             span_context = span.get_span_context()

@@ -19,6 +19,15 @@ machine shared with other work, the CPU time is the steadiest of them.
 
     python benchmarks/otel_overhead.py              # 600 rounds, about a minute and a half
     python benchmarks/otel_overhead.py --quick      # 60 rounds
+
+``--per-batch`` measures instead the observer's hooks alone, in process, per batch: a batch of
+20 keys from 20 caller tasks under one server span (as the blog's), through the same SDK
+set-up, for the spans only, the spans and metrics, and the same with the SDK's exemplar filter
+off. It prints the CPU time per batch, the variants interleaved; under callgrind, with
+``--callgrind VARIANT``, it counts the instructions of that variant's batches only::
+
+    valgrind --tool=callgrind --instr-atstart=no python benchmarks/otel_overhead.py \
+        --per-batch --callgrind "spans and metrics"   # "Collected" / 2000 = per batch
 """
 
 from __future__ import annotations
@@ -103,6 +112,80 @@ def serve(variant: str, port: int) -> None:
     uvicorn.run(with_cpu_time, host="127.0.0.1", port=port, log_level="warning")
 
 
+BATCH_VARIANTS = ("spans", "spans and metrics", "spans and metrics, no exemplars")
+
+
+def per_batch(callgrind: str | None, batches: int = 2000, rounds: int = 15) -> None:
+    """The observer's hooks alone: CPU time (or, under callgrind, instructions) per batch."""
+    import contextvars
+
+    from opentelemetry import context, trace
+    from opentelemetry.metrics import MeterProvider as MeterProviderAPI
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from aiodataloader.observe import BatchInfo
+    from aiodataloader.otel import OpenTelemetryObserver
+
+    class Discard(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
+    meter_providers: dict[str, MeterProviderAPI] = {
+        "spans": NoOpMeterProvider(),
+        "spans and metrics": MeterProvider(metric_readers=[InMemoryMetricReader()]),
+        "spans and metrics, no exemplars": MeterProvider(
+            metric_readers=[InMemoryMetricReader()], exemplar_filter=AlwaysOffExemplarFilter()
+        ),
+    }
+    observers = {
+        variant: OpenTelemetryObserver(
+            tracer_provider=tracer_provider, meter_provider=meter_providers[variant]
+        )
+        for variant in BATCH_VARIANTS
+    }
+    server = tracer_provider.get_tracer("server").start_span("GET /posts")
+    context.attach(trace.set_span_in_context(server))
+    callers = [contextvars.copy_context() for _ in range(20)]  # one per resolver task
+    keys = list(range(20))
+
+    def run(observer: OpenTelemetryObserver, n: int) -> float:
+        started = time.process_time()
+        for _ in range(n):
+            batch = BatchInfo(None, "AuthorLoader", keys, callers, 0.0)  # type: ignore[arg-type]
+            observer.on_batch_start(batch)
+            batch.duration = 0.001
+            observer.on_batch_end(batch)
+        return time.process_time() - started
+
+    for observer in observers.values():
+        run(observer, 300)
+    if callgrind:
+        switch = ["callgrind_control", "-i"]
+        subprocess.run([*switch, "on", str(os.getpid())], capture_output=True, check=True)
+        run(observers[callgrind], batches)
+        subprocess.run([*switch, "off", str(os.getpid())], capture_output=True, check=True)
+        print(f"{callgrind}: {batches} batches counted")
+        return
+    seconds: dict[str, list[float]] = {variant: [] for variant in BATCH_VARIANTS}
+    for round_ in range(rounds):
+        shift = round_ % len(BATCH_VARIANTS)
+        for variant in BATCH_VARIANTS[shift:] + BATCH_VARIANTS[:shift]:
+            seconds[variant].append(run(observers[variant], batches) / batches)
+    print(f"the observer's hooks per batch (20 keys, 20 callers), {rounds} rounds interleaved")
+    for variant, values in seconds.items():
+        print(f"{variant:32} {statistics.median(values) * 1e6:7.1f} us CPU per batch (median)")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -183,9 +266,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=RESULTS / "otel_overhead.json")
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--per-batch", action="store_true", help="the observer's hooks alone")
+    parser.add_argument("--callgrind", choices=BATCH_VARIANTS, help="under callgrind: one variant")
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve, args.port)
+        return
+    if args.per_batch:
+        per_batch(args.callgrind)
         return
     rounds, warmup = (60, 10) if args.quick else (args.rounds, args.warmup)
 

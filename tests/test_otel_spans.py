@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -227,3 +228,62 @@ def test_bad_options_are_refused() -> None:
         ValueError, match=r"^OpenTelemetryObserver: max_keys must be an int >= 0; got '5'$"
     ):
         OpenTelemetryObserver(max_keys="5")  # type: ignore[arg-type]
+
+
+async def test_sequential_batches_each_restore_the_callers_context(
+    telemetry: Telemetry,
+) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    loader = observe(DataLoader(double, name="UserLoader"), telemetry.observer())
+    with tracer.start_as_current_span("resolver") as resolver:
+        assert await loader.load(1) == 2
+        assert await loader.load(2) == 4
+        assert trace.get_current_span() is resolver
+    first, second = telemetry.finished()
+    for batch in (first, second):
+        assert batch.parent is not None
+        assert batch.parent.span_id == resolver.get_span_context().span_id
+        (link,) = batch.links
+        assert link.context.span_id == resolver.get_span_context().span_id
+
+
+async def test_histogram_exemplars_point_at_the_batch_span(telemetry: Telemetry) -> None:
+    # The SDK's default exemplar filter ("trace_based") samples measurements made with a
+    # sampled span current: the histograms are recorded while the batch span is.
+    await observe(DataLoader(double, name="UserLoader"), telemetry.observer()).load_many([1, 2])
+    (batch,) = telemetry.finished()
+    points = telemetry.points()
+    for metric in ("graphql.dataloader.batch.size", "graphql.dataloader.batch.duration"):
+        (point,) = points[metric]
+        (exemplar,) = point.exemplars
+        assert (exemplar.trace_id, exemplar.span_id) == (
+            batch.context.trace_id,
+            batch.context.span_id,
+        )
+
+
+async def test_exemplars_are_turned_off_with_the_sdks_filter() -> None:
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(
+        metric_readers=[reader], exemplar_filter=AlwaysOffExemplarFilter()
+    )
+    tracer_provider = TracerProvider()
+    observer = OpenTelemetryObserver(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    await observe(DataLoader(double, name="UserLoader"), observer).load_many([1, 2])
+    data = reader.get_metrics_data()
+    assert data is not None
+    histograms = [
+        metric
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name.startswith("graphql.dataloader.batch.")
+    ]
+    assert len(histograms) == 2
+    for metric in histograms:
+        (point,) = metric.data.data_points
+        assert isinstance(point, HistogramDataPoint)
+        assert point.count == 1
+        assert not point.exemplars
+    meter_provider.shutdown()
+    tracer_provider.shutdown()
