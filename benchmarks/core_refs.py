@@ -250,6 +250,18 @@ def table(rounds: dict[str, dict[str, list[float]]], unit_note: str) -> str:
     return "\n".join(lines)
 
 
+def parse_refs(text: str) -> dict[str, str]:
+    """``label=ref,...`` (a ref alone is its own label) as {label: ref}, the working tree
+    last whether it is named or not."""
+    refs: dict[str, str] = {}
+    for item in text.split(","):
+        label, _, ref = item.partition("=")
+        refs[label] = ref or label
+    if TREE not in refs.values():
+        refs[TREE] = TREE
+    return refs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -274,13 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     scenarios = list(HOT if args.hot else TIMED)
     if args.scenarios:
         scenarios = args.scenarios.split(",")
-    # label=ref, or a ref that is its own label
-    refs = dict(
-        item.split("=", 1) if "=" in item else (item, item) for item in args.refs.split(",")
-    )
-    if TREE not in refs.values():
-        refs[TREE] = TREE
-
+    refs = parse_refs(args.refs)
     with tempfile.TemporaryDirectory(prefix="aiodataloader-refs-") as folder:
         sources = {label: export(ref, Path(folder)) for label, ref in refs.items()}
         if args.aa:

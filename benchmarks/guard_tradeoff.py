@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from core_refs import TREE, export, worker_env  # the script next to this one (sys.path[0])
+from core_refs import export, parse_refs, worker_env  # the script next to this one (sys.path[0])
 
 # Marks the timed region as core_refs.py's callgrind worker does: callgrind zeroes its
 # counts at time.thread_time_ns() and dumps them at time.process_time_ns().
@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--refs", required=True, help="label=ref,...; the working tree last")
     args = parser.parse_args(argv)
-    refs = dict(
-        item.split("=", 1) if "=" in item else (item, item) for item in args.refs.split(",")
-    )
-    if TREE not in refs.values():
-        refs[TREE] = TREE
+    refs = parse_refs(args.refs)
     with tempfile.TemporaryDirectory(prefix="aiodataloader-refs-") as folder:
         sources = {label: export(ref, Path(folder)) for label, ref in refs.items()}
         print(f"{'scenario':24}" + "".join(f"{label:>14}" for label in sources))

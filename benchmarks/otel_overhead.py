@@ -44,17 +44,40 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):  # run as a script: make `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 VARIANTS = ("plain", "asgi", "asgi + loaders", "asgi + spans")
 PATH = "/posts?limit=20"
 CPU_PATH = "/__cpu_seconds"  # answered by the benchmark's wrapper, not by the app
+
+
+def discarding_tracer_provider() -> TracerProvider:
+    """An SDK tracer provider whose spans go through a BatchSpanProcessor to an exporter
+    that drops them: the cost measured is the app's, not an exporter's."""
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Discard(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Discard()))
+    return provider
 
 
 def serve(variant: str, port: int) -> None:
@@ -64,26 +87,15 @@ def serve(variant: str, port: int) -> None:
     from opentelemetry.metrics import NoOpMeterProvider
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from aiodataloader.observe import add_global_observer
     from aiodataloader.otel import OpenTelemetryObserver
     from examples.blog.app import create_app
 
-    class Discard(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
     app: ASGIApp = create_app()
     if variant != "plain":
-        tracer_provider = TracerProvider()
-        tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
+        tracer_provider = discarding_tracer_provider()
         meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
         app = OpenTelemetryMiddleware(
             app, tracer_provider=tracer_provider, meter_provider=meter_provider
@@ -124,22 +136,11 @@ def per_batch(callgrind: str | None, batches: int = 2000, rounds: int = 15) -> N
     from opentelemetry.metrics import NoOpMeterProvider
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
 
     from aiodataloader.observe import BatchInfo
     from aiodataloader.otel import OpenTelemetryObserver
 
-    class Discard(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
+    tracer_provider = discarding_tracer_provider()
     meter_providers: dict[str, MeterProviderAPI] = {
         "spans": NoOpMeterProvider(),
         "spans and metrics": MeterProvider(metric_readers=[InMemoryMetricReader()]),
