@@ -437,8 +437,8 @@ class Loaders:
     _connection: HTTPConnection | None = None
     _instances: dict[type[Any], Any] = _NO_INSTANCES
     _built: list[_Built] | None = None
-    # The class being built by aget, and the task that builds it; a future for those who
-    # wait for it, made only when one does.
+    # The class being built by aget, and what marks its build (see _builder); a future for
+    # those who wait for it, made only when one does.
     _building: dict[type[Any], object] | None = None
     _waiting: dict[type[Any], asyncio.Future[None]] | None = None
     _closed = False
