@@ -116,6 +116,39 @@ async def test_the_batch_function_runs_under_the_batch_span(telemetry: Telemetry
     assert sql.parent.span_id == batch.context.span_id
 
 
+async def test_spans_links_and_nesting_through_the_context_api_alone(
+    telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where OpenTelemetry's runtime context is not the default ContextVar one, the observer
+    # reads and sets the current context through the API (attach, detach, Context.run).
+    import aiodataloader.otel
+
+    monkeypatch.setattr(aiodataloader.otel, "_OTEL_CONTEXT", None)
+    tracer = telemetry.tracer_provider.get_tracer("test")
+
+    async def query(keys: list[int]) -> list[int]:
+        with tracer.start_as_current_span("SELECT users"):
+            return [key * 2 for key in keys]
+
+    loader = observe(DataLoader(query, name="UserLoader"), telemetry.observer())
+
+    async def resolver(field: str, key: int) -> int:
+        with tracer.start_as_current_span(field):
+            return await loader.load(key)
+
+    with tracer.start_as_current_span("request") as request:
+        assert list(
+            await asyncio.gather(resolver("Post.author", 1), resolver("Post.editor", 2))
+        ) == [2, 4]
+        assert trace.get_current_span() is request  # the batch span was detached
+    (batch,) = telemetry.finished()
+    (sql,) = telemetry.finished("SELECT")
+    assert sql.parent is not None
+    assert sql.parent.span_id == batch.context.span_id
+    resolvers = {s.context.span_id for s in telemetry.finished("Post.")}
+    assert {link.context.span_id for link in batch.links} == resolvers
+
+
 async def test_links_are_capped(telemetry: Telemetry) -> None:
     tracer = telemetry.tracer_provider.get_tracer("test")
     loader = observe(DataLoader(double, name="L"), telemetry.observer(max_links=3))
