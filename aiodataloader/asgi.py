@@ -203,7 +203,6 @@ class _Recipe:
         "idle_skips_cancel",
         "is_async",
         "is_loader",
-        "own_clear_all",
     )
 
     def __init__(self, cls: type[Any], factory: Callable[..., Any] | None, enter: bool) -> None:
@@ -213,10 +212,6 @@ class _Recipe:
         self.cls = cls
         self.is_loader = issubclass(cls, DataLoader)
         self.has_aclose = self.is_loader and callable(getattr(cls, "aclose", None))
-        # Teardown empties a loader's cache itself unless the class has its own clear_all().
-        self.own_clear_all = (
-            self.is_loader and getattr(cls, "clear_all", None) is not DataLoader.clear_all
-        )
         # The core's cancel_pending() returns at once for an idle loader; teardown skips the
         # call then, unless the class overrides it (its override may do more).
         self.idle_skips_cancel = (
@@ -832,13 +827,15 @@ class _Teardown:
         "loop",
         "pending_bound",
         "shield",
+        "timeout",
     )
 
     def __init__(self, timeout: float, error: BaseException | None) -> None:
         # The clock starts at the first step that waits (see _Drive): the steps before it
         # returned at once, and most teardowns have none that waits.
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.deadline = timeout
+        self.timeout = timeout
+        self.deadline = 0.0  # set with the loop, when the clock starts
         # Once the budget is spent, each later step still gets a slice of it: a stuck loader
         # must not leave the session it used open.
         self.grace = timeout / 10
@@ -878,11 +875,7 @@ class _Teardown:
                     ):
                         await self._cancel_pending(recipe, instance, pending_timeout)
                     try:
-                        if not recipe.own_clear_all:
-                            if instance._caching:  # DataLoader.clear_all(), inline
-                                instance._cache.clear()
-                        else:
-                            instance.clear_all()
+                        instance.clear_all()
                     except Exception as failure:
                         self._failed(recipe, instance, "clear_all", failure)
                     if recipe.has_aclose:
@@ -1003,7 +996,7 @@ class _Drive:
         teardown, coro, loop = self.teardown, self.coro, self.teardown.loop
         if loop is None:
             loop = teardown.loop = asyncio.get_running_loop()
-            teardown.deadline += loop.time()  # it held the timeout until now
+            teardown.deadline = loop.time() + teardown.timeout
         if teardown.shield is None:
             # anyio re-delivers its cancellation at every await until the scope is left.
             teardown.shield = anyio.CancelScope(shield=True).__enter__()

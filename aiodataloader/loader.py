@@ -922,7 +922,7 @@ class DataLoader(Generic[K, V]):
         return key if self._key_fn is None else self._key_fn(key)
 
     def _label(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"
+        return _label_of(type(self), self.name)
 
     def _none_key_error(self, method: str = "load") -> TypeError:
         # 0.4.3 refused None in load() only, with the sentence that starts this message.
@@ -1191,6 +1191,11 @@ else:  # pragma: no cover - older Pythons
     _task_on = asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
 
 
+def _label_of(cls: type[Any], name: str | None) -> str:
+    """How errors name a loader: its class and its ``name`` option."""
+    return f"{cls.__name__}(name={name!r})"
+
+
 class _Closed:
     """A closed loader's first step of load(): it raises. It holds what its message needs,
     not the loader, so a closed loader is freed as soon as it is dropped; the message is
@@ -1204,10 +1209,11 @@ class _Closed:
         self.reason = reason
 
     def error(self, method: str) -> RuntimeError:
-        # The loader's _label(), from what was kept of it.
-        label = f"{self.cls.__name__}(name={self.name!r})"
         because = f": {self.reason}" if self.reason else ""
-        return RuntimeError(f"{label} is closed{because}; {method}() can no longer be called on it")
+        return RuntimeError(
+            f"{_label_of(self.cls, self.name)} is closed{because}; {method}() can no longer "
+            "be called on it"
+        )
 
     def __call__(self, key: object) -> None:
         raise self.error("load")

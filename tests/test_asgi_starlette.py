@@ -395,6 +395,26 @@ async def test_a_task_that_outlives_its_request_cannot_build_a_container() -> No
     ]
 
 
+async def test_a_request_that_uses_nothing_builds_nothing() -> None:
+    events: list[str] = []
+
+    def alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, (Loaders, DataLoader)) for o in gc.get_objects())
+
+    async def endpoint(request: Request) -> Response:
+        # No container, and no loader: the middleware builds them on first use only.
+        during.append(alive())
+        return PlainTextResponse("ok")
+
+    during: list[int] = []
+    before = alive()
+    async with client_for(app_with(endpoint, events)) as client:
+        assert (await client.get("/")).text == "ok"
+    assert during == [before]
+    assert events == []  # no factory ran, nothing was torn down
+
+
 async def test_a_task_of_a_request_that_built_nothing_cannot_build_after_it() -> None:
     done = anyio.Event()
     outcome: list[str] = []
